@@ -1,0 +1,1 @@
+//! routegate: an edge gateway for route optimization with a durable outbox to Apache Kafka.
