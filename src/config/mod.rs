@@ -1,0 +1,519 @@
+//! Typed configuration: every key routegate understands, its default, and its validation.
+//!
+//! # Layers
+//!
+//! The effective configuration is built from five layers, lowest precedence first
+//! (see [`layers`]):
+//!
+//! 1. built-in defaults ([`Settings::default`]);
+//! 2. an optional TOML file (`--config FILE`);
+//! 3. a `.env` file in the working directory, if present;
+//! 4. environment variables;
+//! 5. command-line flags (`--bind`, `--data-dir`, `--log-format`, `--set key=value`).
+//!
+//! Every key has a dotted path (`storage.max_queue_bytes`) and an environment name derived from it
+//! (`ROUTEGATE_STORAGE_MAX_QUEUE_BYTES`). Two aliases keep the names operators already use:
+//! `KAFKA_BROKERS` and `KAFKA_CLIENT_ID`; the `ROUTEGATE_` names win when both are set.
+//!
+//! # Invariants
+//!
+//! * A [`Settings`] value that left [`layers::load`] has passed [`Settings::validate`]: modules never
+//!   re-check what is validated here.
+//! * Unknown keys in a file, a bad type or an out-of-range value stop startup with a [`ConfigError`]
+//!   that names the key, the value, where it came from and what is allowed.
+//! * Durations are integers in milliseconds (`*_ms`) and sizes integers in bytes (`*_bytes`), so that
+//!   every layer, environment variables included, spells them the same way.
+//! * Each module receives its own section (`&StorageConfig`, `&KafkaConfig`, …), never the whole.
+
+pub mod layers;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use layers::{Layered, Overrides, Source, load};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    /// The `.env` file exists but cannot be parsed.
+    #[error(".env file {path}: {message}")]
+    DotEnv { path: PathBuf, message: String },
+    /// A key that routegate does not know.
+    #[error("unknown configuration key `{key}` (from {origin}); run `routegate config` to list the keys")]
+    UnknownKey { key: String, origin: String },
+    /// A value of the wrong type or out of range.
+    #[error("invalid value for `{key}` (from {origin}): {value:?}; {allowed}")]
+    Invalid {
+        key: String,
+        value: String,
+        origin: String,
+        allowed: String,
+    },
+}
+
+/// The whole configuration. `Default` is the embedded configuration `routegate serve` runs on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    pub kafka: KafkaConfig,
+    pub optimize: OptimizeConfig,
+    pub websocket: WebSocketConfig,
+    pub log: LogConfig,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the API listens on. Loopback by default: a depot server exposes it deliberately.
+    pub bind: String,
+    /// Largest request body accepted, so one client cannot exhaust memory.
+    pub max_body_bytes: u64,
+    /// A request that takes longer is answered 503 instead of holding a connection forever.
+    pub request_timeout_ms: u64,
+    /// How long graceful shutdown waits for in-flight requests before it stops waiting.
+    pub shutdown_grace_ms: u64,
+}
+
+/// The on-disk state: the outbox, the event log and the route store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory that holds all runtime state; created on start, owned by one process at a time.
+    pub data_dir: PathBuf,
+    /// `strict`: an append returns only after fsync. `interval`: it returns after the write is in
+    /// memory and a flush follows within `flush_interval_ms` (a crash loses that window).
+    pub durability: Durability,
+    /// Flush period in `interval` mode.
+    pub flush_interval_ms: u64,
+    /// Quota on the bytes of events waiting for Kafka; appends beyond it are refused, never dropped.
+    pub max_queue_bytes: u64,
+    /// Quota on the number of events waiting for Kafka.
+    pub max_queue_events: u64,
+    /// sled page cache. Small on purpose: an edge box is shared with other services.
+    pub cache_capacity_bytes: u64,
+    /// Events already delivered stay in the local log this long (WebSocket resume, audit trail).
+    pub log_retention_ms: u64,
+    /// …and the local log keeps at most this many bytes of delivered events.
+    pub log_retention_bytes: u64,
+}
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Strict,
+    Interval,
+}
+
+/// The Kafka producer that drains the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port`. Nothing connects until the drain needs to (lazy).
+    pub brokers: Vec<String>,
+    pub client_id: String,
+    /// `ce_source` of every CloudEvent routegate writes.
+    pub event_source: String,
+    /// Partitions of topics routegate creates.
+    pub topic_partitions: u32,
+    /// Replication factor of topics routegate creates.
+    pub replication_factor: u16,
+    /// `none`, `gzip`, `lz4`, `snappy` or `zstd`.
+    pub compression: Compression,
+    pub batch_max_records: u32,
+    pub batch_max_bytes: u64,
+    /// How long the drain waits for more events before it sends a partial batch.
+    pub linger_ms: u64,
+    /// A record larger than this is dead-lettered instead of blocking its partition forever.
+    pub max_record_bytes: u64,
+    /// Deadline of every Kafka call (rskafka has none of its own).
+    pub request_timeout_ms: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long the breaker stays open before one probe is let through.
+    pub breaker_cooldown_ms: u64,
+    pub topics: TopicsConfig,
+    pub tls: TlsConfig,
+    pub sasl: SaslConfig,
+}
+
+/// Topic per event type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub route_optimized: String,
+    pub route_updated: String,
+    pub vehicle_position: String,
+}
+
+/// TLS to the brokers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    /// PEM bundle of CAs to trust; empty means the Mozilla roots.
+    pub ca_file: String,
+}
+
+/// SASL authentication to the brokers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `none`, `plain`, `scram-sha-256` or `scram-sha-512`.
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    /// Secret: redacted by `routegate config`, never logged.
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Lz4,
+    Snappy,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaslMechanism {
+    None,
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+/// The route optimizer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizeConfig {
+    pub max_stops: u32,
+    /// Great-circle distance times this factor approximates road distance.
+    pub detour_factor: f64,
+    pub average_speed_kmh: f64,
+    /// Upper bound on solver time per request; the best route so far is returned when reached.
+    pub max_compute_ms: u64,
+}
+
+/// Live updates over WebSocket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    pub max_connections: u32,
+    /// Messages buffered per connection; a client further behind is told `lagged` and closed.
+    pub buffer_messages: u32,
+    pub ping_interval_ms: u64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// `tracing` filter directives, e.g. `info` or `routegate=debug,warn`; `RUST_LOG` overrides.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http: HttpConfig {
+                bind: "127.0.0.1:4000".into(),
+                max_body_bytes: MIB,
+                request_timeout_ms: 30_000,
+                shutdown_grace_ms: 10_000,
+            },
+            storage: StorageConfig {
+                data_dir: PathBuf::from("./data/state"),
+                durability: Durability::Strict,
+                flush_interval_ms: 200,
+                max_queue_bytes: 2 * 1024 * MIB,
+                max_queue_events: 2_000_000,
+                cache_capacity_bytes: 64 * MIB,
+                log_retention_ms: 24 * 3600 * 1000,
+                log_retention_bytes: 256 * MIB,
+            },
+            kafka: KafkaConfig {
+                brokers: vec!["localhost:9092".into()],
+                client_id: "routegate".into(),
+                event_source: "urn:routegate".into(),
+                topic_partitions: 3,
+                replication_factor: 1,
+                compression: Compression::Lz4,
+                batch_max_records: 1000,
+                batch_max_bytes: MIB,
+                linger_ms: 5,
+                max_record_bytes: MIB - 64 * 1024,
+                request_timeout_ms: 10_000,
+                backoff_initial_ms: 100,
+                backoff_max_ms: 30_000,
+                breaker_failure_threshold: 5,
+                breaker_cooldown_ms: 10_000,
+                topics: TopicsConfig {
+                    route_optimized: "route-optimization-events".into(),
+                    route_updated: "route-update-events".into(),
+                    vehicle_position: "vehicle-position-events".into(),
+                },
+                tls: TlsConfig {
+                    enabled: false,
+                    ca_file: String::new(),
+                },
+                sasl: SaslConfig {
+                    mechanism: SaslMechanism::None,
+                    username: String::new(),
+                    password: String::new(),
+                },
+            },
+            optimize: OptimizeConfig {
+                max_stops: 2000,
+                detour_factor: 1.3,
+                average_speed_kmh: 40.0,
+                max_compute_ms: 2000,
+            },
+            websocket: WebSocketConfig {
+                max_connections: 20_000,
+                buffer_messages: 256,
+                ping_interval_ms: 20_000,
+            },
+            log: LogConfig {
+                format: LogFormat::Text,
+                filter: "info,warp=warn,hyper=warn,rskafka=warn".into(),
+            },
+        }
+    }
+}
+
+/// Keys whose values `routegate config` prints as `"***"` and that are never logged.
+pub const SECRET_KEYS: &[&str] = &["kafka.sasl.password"];
+
+/// A failed range check: which key, and what is allowed.
+struct Violation(&'static str, String);
+
+impl Settings {
+    /// Range and consistency checks that serde's types cannot express.
+    ///
+    /// Returns the first violation as `(key, allowed)`; [`layers::load`] adds value and origin.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        self.violations()
+            .map_err(|Violation(key, allowed)| (key.to_string(), allowed))
+    }
+
+    fn violations(&self) -> Result<(), Violation> {
+        let check = |ok: bool, key: &'static str, allowed: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Violation(key, allowed.to_string()))
+            }
+        };
+        let (h, s, k, o, w) = (
+            &self.http,
+            &self.storage,
+            &self.kafka,
+            &self.optimize,
+            &self.websocket,
+        );
+        check(
+            h.bind.parse::<SocketAddr>().is_ok(),
+            "http.bind",
+            "expected an IP socket address such as 127.0.0.1:4000 or 0.0.0.0:4000",
+        )?;
+        check(h.max_body_bytes >= 1024, "http.max_body_bytes", "expected at least 1024")?;
+        check(h.request_timeout_ms >= 100, "http.request_timeout_ms", "expected at least 100")?;
+        check(
+            !s.data_dir.as_os_str().is_empty(),
+            "storage.data_dir",
+            "expected a directory path",
+        )?;
+        check(
+            (1..=60_000).contains(&s.flush_interval_ms),
+            "storage.flush_interval_ms",
+            "expected 1 to 60000",
+        )?;
+        check(s.max_queue_bytes >= MIB, "storage.max_queue_bytes", "expected at least 1048576")?;
+        check(s.max_queue_events >= 1, "storage.max_queue_events", "expected at least 1")?;
+        check(
+            s.cache_capacity_bytes >= MIB,
+            "storage.cache_capacity_bytes",
+            "expected at least 1048576",
+        )?;
+        check(
+            !k.brokers.is_empty() && k.brokers.iter().all(|b| is_host_port(b)),
+            "kafka.brokers",
+            "expected a comma-separated list of host:port",
+        )?;
+        check(!k.client_id.is_empty(), "kafka.client_id", "expected a non-empty string")?;
+        check(!k.event_source.is_empty(), "kafka.event_source", "expected a non-empty URI reference")?;
+        check(
+            (1..=10_000).contains(&k.topic_partitions),
+            "kafka.topic_partitions",
+            "expected 1 to 10000",
+        )?;
+        check(
+            (1..=32).contains(&k.replication_factor),
+            "kafka.replication_factor",
+            "expected 1 to 32",
+        )?;
+        check(
+            (1..=100_000).contains(&k.batch_max_records),
+            "kafka.batch_max_records",
+            "expected 1 to 100000",
+        )?;
+        check(
+            (1024..=64 * MIB).contains(&k.batch_max_bytes),
+            "kafka.batch_max_bytes",
+            "expected 1024 to 67108864",
+        )?;
+        check(k.linger_ms <= 60_000, "kafka.linger_ms", "expected 0 to 60000")?;
+        check(
+            k.max_record_bytes >= 1024 && k.max_record_bytes <= k.batch_max_bytes,
+            "kafka.max_record_bytes",
+            "expected at least 1024 and at most kafka.batch_max_bytes",
+        )?;
+        check(
+            (100..=600_000).contains(&k.request_timeout_ms),
+            "kafka.request_timeout_ms",
+            "expected 100 to 600000",
+        )?;
+        check(
+            k.backoff_initial_ms >= 1 && k.backoff_initial_ms <= k.backoff_max_ms,
+            "kafka.backoff_initial_ms",
+            "expected at least 1 and at most kafka.backoff_max_ms",
+        )?;
+        check(
+            k.breaker_failure_threshold >= 1,
+            "kafka.breaker_failure_threshold",
+            "expected at least 1",
+        )?;
+        for (key, topic) in [
+            ("kafka.topics.route_optimized", &k.topics.route_optimized),
+            ("kafka.topics.route_updated", &k.topics.route_updated),
+            ("kafka.topics.vehicle_position", &k.topics.vehicle_position),
+        ] {
+            check(
+                is_topic_name(topic),
+                key,
+                "expected a Kafka topic name: 1-249 characters of a-z A-Z 0-9 . _ -",
+            )?;
+        }
+        let sasl = &k.sasl;
+        check(
+            sasl.mechanism == SaslMechanism::None || !sasl.username.is_empty(),
+            "kafka.sasl.username",
+            "expected a user name when kafka.sasl.mechanism is set",
+        )?;
+        check(
+            (1..=100_000).contains(&o.max_stops),
+            "optimize.max_stops",
+            "expected 1 to 100000",
+        )?;
+        check(
+            (1.0..=5.0).contains(&o.detour_factor),
+            "optimize.detour_factor",
+            "expected 1.0 to 5.0",
+        )?;
+        check(
+            o.average_speed_kmh > 0.0 && o.average_speed_kmh <= 300.0,
+            "optimize.average_speed_kmh",
+            "expected more than 0 and at most 300",
+        )?;
+        check(
+            (1..=600_000).contains(&o.max_compute_ms),
+            "optimize.max_compute_ms",
+            "expected 1 to 600000",
+        )?;
+        check(w.max_connections >= 1, "websocket.max_connections", "expected at least 1")?;
+        check(
+            (1..=1_000_000).contains(&w.buffer_messages),
+            "websocket.buffer_messages",
+            "expected 1 to 1000000",
+        )?;
+        check(
+            w.ping_interval_ms >= 100,
+            "websocket.ping_interval_ms",
+            "expected at least 100",
+        )
+    }
+}
+
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+/// Kafka's own rule (`org.apache.kafka.common.internals.Topic.validate`).
+pub fn is_topic_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 249
+        && s != "."
+        && s != ".."
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_pass_validation() {
+        assert_eq!(Settings::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn broker_without_port_is_rejected_naming_the_key() {
+        let mut s = Settings::default();
+        s.kafka.brokers = vec!["kafka1".into()];
+        let (key, allowed) = s.validate().unwrap_err();
+        assert_eq!(key, "kafka.brokers");
+        assert!(allowed.contains("host:port"));
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(is_topic_name("route-update-events"));
+        assert!(is_topic_name("a.b_c"));
+        assert!(!is_topic_name(""));
+        assert!(!is_topic_name(".."));
+        assert!(!is_topic_name("has space"));
+        assert!(!is_topic_name(&"x".repeat(250)));
+    }
+
+    #[test]
+    fn sasl_mechanism_needs_a_user_name() {
+        let mut s = Settings::default();
+        s.kafka.sasl.mechanism = SaslMechanism::ScramSha512;
+        assert_eq!(s.validate().unwrap_err().0, "kafka.sasl.username");
+    }
+}

@@ -1,0 +1,173 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Handlers return `Result<_, Rejection>` built from [`ApiError`]; [`recover`] turns every rejection,
+//! ours and warp's own, into a JSON body `{error, message, field?}` with the matching status.
+//! Client mistakes are always 4xx. The only 5xx are 503 (the outbox is full or the gateway is
+//! shutting down: retry later, nothing was written) and 500 for a failure of local storage.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reject::{Reject, Rejection};
+use warp::reply::Response;
+use warp::{Reply, reply};
+
+/// An error a handler answers with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or violates a limit; `field` names the offending JSON path.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        field: Option<String>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the resource's current state (e.g. an impossible transition).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    /// Nothing was written; the client should retry after `retry_after_secs`.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// Local storage failed. Logged with its cause; the client sees only that it failed.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Reject for ApiError {}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>, field: Option<&str>) -> ApiError {
+        ApiError::BadRequest {
+            message: message.into(),
+            field: field.map(str::to_string),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::Unavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// The response for this error.
+    pub fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(cause = %cause, "request failed on local storage");
+        }
+        let field = match &self {
+            ApiError::BadRequest { field, .. } => field.clone(),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+            field,
+        };
+        let mut resp = reply::with_status(reply::json(&body), self.status()).into_response();
+        if let Some(secs) = self.retry_after() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"routegate\""),
+            );
+        }
+        resp
+    }
+}
+
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+/// Turn any rejection into a JSON error response.
+pub async fn recover(r: Rejection) -> Result<Response, Infallible> {
+    Ok(classify(&r).into_response())
+}
+
+fn classify(r: &Rejection) -> ApiError {
+    use warp::reject as w;
+    if let Some(e) = r.find::<ApiError>() {
+        return e.clone();
+    }
+    if r.is_not_found() {
+        return ApiError::NotFound("no such route".into());
+    }
+    if r.find::<w::MethodNotAllowed>().is_some() {
+        return ApiError::MethodNotAllowed;
+    }
+    if r.find::<w::PayloadTooLarge>().is_some() {
+        return ApiError::PayloadTooLarge;
+    }
+    if let Some(e) = r.find::<w::InvalidQuery>() {
+        return ApiError::bad_request(e.to_string(), None);
+    }
+    if let Some(e) = r.find::<w::MissingHeader>() {
+        return ApiError::bad_request(e.to_string(), Some(e.name()));
+    }
+    if let Some(e) = r.find::<w::InvalidHeader>() {
+        return ApiError::bad_request(e.to_string(), Some(e.name()));
+    }
+    if let Some(e) = r.find::<w::UnsupportedMediaType>() {
+        return ApiError::bad_request(e.to_string(), Some("content-type"));
+    }
+    if let Some(e) = r.find::<w::LengthRequired>() {
+        return ApiError::bad_request(e.to_string(), Some("content-length"));
+    }
+    if let Some(e) = r.find::<warp::ws::MissingConnectionUpgrade>() {
+        return ApiError::bad_request(e.to_string(), Some("upgrade"));
+    }
+    ApiError::bad_request(format!("request rejected: {r:?}"), None)
+}

@@ -1,0 +1,66 @@
+//! The HTTP and WebSocket API (warp lives here and nowhere else).
+//!
+//! Routes are functions that return filters; handlers get their state through cheap clones of
+//! the handles in [`Api`]. Every rejection ends in [`error::recover`], the one place where errors
+//! become responses. [`serve`] runs the server on a listener the caller bound (port 0 in tests)
+//! until the shutdown future resolves, then lets in-flight requests finish.
+
+pub mod error;
+pub mod health;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use warp::Filter;
+
+pub use health::{Check, Lifecycle};
+
+/// Everything the handlers need, as cheap clones.
+#[derive(Clone)]
+pub struct Api {
+    pub lifecycle: Arc<Lifecycle>,
+    /// Readiness of local storage.
+    pub storage_check: Check,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+/// All routes, with errors recovered into JSON.
+pub fn routes(
+    api: Api,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    health::routes(api.lifecycle.clone(), api.storage_check.clone())
+        .recover(error::recover)
+}
+
+/// Serve `routes` on `listener` until `shutdown` resolves; then stop accepting and wait up to
+/// `grace` for in-flight requests. Returns `false` if the grace period ran out.
+pub async fn serve<F>(
+    listener: TcpListener,
+    routes: F,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> bool
+where
+    F: Filter<Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    };
+    let server = warp::serve(routes).incoming(listener).graceful(shutdown).run();
+    tokio::pin!(server);
+    tokio::select! {
+        () = &mut server => return true,
+        _ = stopped_rx => {}
+    }
+    tokio::time::timeout(grace, server).await.is_ok()
+}
