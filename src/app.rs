@@ -103,7 +103,10 @@ impl App {
         };
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
         if !http::serve(listener, http::routes(api), shutdown, grace).await {
-            tracing::warn!(grace_ms = settings.http.shutdown_grace_ms, "in-flight requests outlived the grace period");
+            tracing::warn!(
+                grace_ms = settings.http.shutdown_grace_ms,
+                "in-flight requests outlived the grace period"
+            );
         }
 
         data_dir.retract_address();

@@ -63,7 +63,11 @@ impl Cli {
         let mut flags = Vec::new();
         if let Some(dir) = &g.data_dir {
             let dir = dir.to_str().context("--data-dir must be valid UTF-8")?;
-            flags.push(("storage.data_dir".into(), dir.to_string(), "--data-dir".into()));
+            flags.push((
+                "storage.data_dir".into(),
+                dir.to_string(),
+                "--data-dir".into(),
+            ));
         }
         if let Some(format) = &g.log_format {
             flags.push(("log.format".into(), format.clone(), "--log-format".into()));

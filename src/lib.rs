@@ -23,5 +23,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub mod events;
 pub mod http;
+pub mod queue;
 pub mod telemetry;

@@ -60,7 +60,10 @@ pub struct Layered {
 /// Values that are strings in TOML but enums in [`Settings`]: checked early to name what is allowed.
 const CHOICES: &[(&str, &[&str])] = &[
     ("storage.durability", &["strict", "interval"]),
-    ("kafka.compression", &["none", "gzip", "lz4", "snappy", "zstd"]),
+    (
+        "kafka.compression",
+        &["none", "gzip", "lz4", "snappy", "zstd"],
+    ),
     (
         "kafka.sasl.mechanism",
         &["none", "plain", "scram-sha-256", "scram-sha-512"],
@@ -89,8 +92,10 @@ pub fn keys() -> Vec<(String, Value)> {
 /// Merge all layers, deserialize and validate.
 pub fn load(overrides: &Overrides) -> Result<Layered, ConfigError> {
     let mut table = defaults_table();
-    let mut origins: BTreeMap<String, Source> =
-        keys().into_iter().map(|(k, _)| (k, Source::Default)).collect();
+    let mut origins: BTreeMap<String, Source> = keys()
+        .into_iter()
+        .map(|(k, _)| (k, Source::Default))
+        .collect();
 
     if let Some(path) = &overrides.config_file {
         merge_file(path, &mut table, &mut origins)?;
@@ -111,7 +116,13 @@ pub fn load(overrides: &Overrides) -> Result<Layered, ConfigError> {
                 origin: format!("flag {flag}"),
             });
         }
-        set_from_str(&mut table, &mut origins, key, raw, Source::Flag(flag.clone()))?;
+        set_from_str(
+            &mut table,
+            &mut origins,
+            key,
+            raw,
+            Source::Flag(flag.clone()),
+        )?;
     }
 
     let settings: Settings =
@@ -123,12 +134,14 @@ pub fn load(overrides: &Overrides) -> Result<Layered, ConfigError> {
                 origin: "merged layers".into(),
                 allowed: e.message().to_string(),
             })?;
-    settings.validate().map_err(|(key, allowed)| ConfigError::Invalid {
-        value: lookup(&table, &key).map(display_value).unwrap_or_default(),
-        origin: origins.get(&key).unwrap_or(&Source::Default).to_string(),
-        key,
-        allowed,
-    })?;
+    settings
+        .validate()
+        .map_err(|(key, allowed)| ConfigError::Invalid {
+            value: lookup(&table, &key).map(display_value).unwrap_or_default(),
+            origin: origins.get(&key).unwrap_or(&Source::Default).to_string(),
+            key,
+            allowed,
+        })?;
     Ok(Layered {
         settings,
         origins,
@@ -189,7 +202,9 @@ fn flatten(prefix: &str, table: &Table, out: &mut Vec<(String, Value)>) {
 }
 
 fn lookup<'a>(table: &'a Table, key: &str) -> Option<&'a Value> {
-    let (head, rest) = key.split_once('.').map_or((key, None), |(h, r)| (h, Some(r)));
+    let (head, rest) = key
+        .split_once('.')
+        .map_or((key, None), |(h, r)| (h, Some(r)));
     match (table.get(head)?, rest) {
         (Value::Table(t), Some(rest)) => lookup(t, rest),
         (v, None) => Some(v),
@@ -198,7 +213,9 @@ fn lookup<'a>(table: &'a Table, key: &str) -> Option<&'a Value> {
 }
 
 fn lookup_mut<'a>(table: &'a mut Table, key: &str) -> Option<&'a mut Value> {
-    let (head, rest) = key.split_once('.').map_or((key, None), |(h, r)| (h, Some(r)));
+    let (head, rest) = key
+        .split_once('.')
+        .map_or((key, None), |(h, r)| (h, Some(r)));
     match (table.get_mut(head)?, rest) {
         (Value::Table(t), Some(rest)) => lookup_mut(t, rest),
         (v, None) => Some(v),
@@ -258,9 +275,17 @@ fn env_value(
     dotenv: &[(String, String)],
 ) -> Option<(String, Source)> {
     let mut names = vec![env_name(key)];
-    names.extend(ALIASES.iter().filter(|(k, _)| *k == key).map(|(_, a)| a.to_string()));
+    names.extend(
+        ALIASES
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, a)| a.to_string()),
+    );
     let find = |vars: &[(String, String)], name: &str| {
-        vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        vars.iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     };
     for name in &names {
         if let Some(v) = find(env, name) {
@@ -299,15 +324,15 @@ fn set(
     value: Value,
     source: Source,
 ) -> Result<(), ConfigError> {
-    if let Some((_, choices)) = CHOICES.iter().find(|(k, _)| *k == key) {
-        if !value.as_str().is_some_and(|s| choices.contains(&s)) {
-            return Err(ConfigError::Invalid {
-                key: key.to_string(),
-                value: display_value(&value),
-                origin: source.to_string(),
-                allowed: format!("expected one of: {}", choices.join(", ")),
-            });
-        }
+    if let Some((_, choices)) = CHOICES.iter().find(|(k, _)| *k == key)
+        && !value.as_str().is_some_and(|s| choices.contains(&s))
+    {
+        return Err(ConfigError::Invalid {
+            key: key.to_string(),
+            value: display_value(&value),
+            origin: source.to_string(),
+            allowed: format!("expected one of: {}", choices.join(", ")),
+        });
     }
     *lookup_mut(table, key).expect("key exists: checked by the caller") = value;
     origins.insert(key.to_string(), source);
@@ -388,7 +413,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -408,7 +436,11 @@ mod tests {
         )
         .unwrap();
         let dotenv = dir.path().join(".env");
-        std::fs::write(&dotenv, "KAFKA_CLIENT_ID=dotenv\nROUTEGATE_KAFKA_LINGER_MS=8\n").unwrap();
+        std::fs::write(
+            &dotenv,
+            "KAFKA_CLIENT_ID=dotenv\nROUTEGATE_KAFKA_LINGER_MS=8\n",
+        )
+        .unwrap();
         let l = load(&Overrides {
             config_file: Some(file.clone()),
             dotenv_file: Some(dotenv),
@@ -421,7 +453,10 @@ mod tests {
         assert_eq!(l.settings.kafka.linger_ms, 9);
         assert_eq!(l.settings.optimize.detour_factor, 2.0);
         assert_eq!(l.origins["http.bind"], Source::Flag("--bind".into()));
-        assert_eq!(l.origins["kafka.linger_ms"], Source::Env("ROUTEGATE_KAFKA_LINGER_MS".into()));
+        assert_eq!(
+            l.origins["kafka.linger_ms"],
+            Source::Env("ROUTEGATE_KAFKA_LINGER_MS".into())
+        );
         assert_eq!(l.origins["optimize.detour_factor"], Source::File(file));
     }
 
@@ -474,7 +509,10 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(err.contains("`http.bind`") && err.contains("\"localhost\""), "{err}");
+        assert!(
+            err.contains("`http.bind`") && err.contains("\"localhost\""),
+            "{err}"
+        );
         assert!(err.contains("env ROUTEGATE_HTTP_BIND"), "{err}");
     }
 
@@ -496,7 +534,10 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(err.contains("kafka.linger_ms") && err.contains("whole number"), "{err}");
+        assert!(
+            err.contains("kafka.linger_ms") && err.contains("whole number"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -514,7 +555,10 @@ mod tests {
         assert!(!text.contains("hunter2"));
         assert!(text.contains("password = \"***\""));
         let parsed: Table = toml::from_str(&text).unwrap();
-        assert_eq!(lookup(&parsed, "kafka.sasl.username").unwrap().as_str(), Some("svc"));
+        assert_eq!(
+            lookup(&parsed, "kafka.sasl.username").unwrap().as_str(),
+            Some("svc")
+        );
     }
 
     #[test]

@@ -50,7 +50,9 @@ pub enum ConfigError {
     #[error(".env file {path}: {message}")]
     DotEnv { path: PathBuf, message: String },
     /// A key that routegate does not know.
-    #[error("unknown configuration key `{key}` (from {origin}); run `routegate config` to list the keys")]
+    #[error(
+        "unknown configuration key `{key}` (from {origin}); run `routegate config` to list the keys"
+    )]
     UnknownKey { key: String, origin: String },
     /// A value of the wrong type or out of range.
     #[error("invalid value for `{key}` (from {origin}): {value:?}; {allowed}")]
@@ -346,8 +348,16 @@ impl Settings {
             "http.bind",
             "expected an IP socket address such as 127.0.0.1:4000 or 0.0.0.0:4000",
         )?;
-        check(h.max_body_bytes >= 1024, "http.max_body_bytes", "expected at least 1024")?;
-        check(h.request_timeout_ms >= 100, "http.request_timeout_ms", "expected at least 100")?;
+        check(
+            h.max_body_bytes >= 1024,
+            "http.max_body_bytes",
+            "expected at least 1024",
+        )?;
+        check(
+            h.request_timeout_ms >= 100,
+            "http.request_timeout_ms",
+            "expected at least 100",
+        )?;
         check(
             !s.data_dir.as_os_str().is_empty(),
             "storage.data_dir",
@@ -358,8 +368,16 @@ impl Settings {
             "storage.flush_interval_ms",
             "expected 1 to 60000",
         )?;
-        check(s.max_queue_bytes >= MIB, "storage.max_queue_bytes", "expected at least 1048576")?;
-        check(s.max_queue_events >= 1, "storage.max_queue_events", "expected at least 1")?;
+        check(
+            s.max_queue_bytes >= MIB,
+            "storage.max_queue_bytes",
+            "expected at least 1048576",
+        )?;
+        check(
+            s.max_queue_events >= 1,
+            "storage.max_queue_events",
+            "expected at least 1",
+        )?;
         check(
             s.cache_capacity_bytes >= MIB,
             "storage.cache_capacity_bytes",
@@ -370,8 +388,16 @@ impl Settings {
             "kafka.brokers",
             "expected a comma-separated list of host:port",
         )?;
-        check(!k.client_id.is_empty(), "kafka.client_id", "expected a non-empty string")?;
-        check(!k.event_source.is_empty(), "kafka.event_source", "expected a non-empty URI reference")?;
+        check(
+            !k.client_id.is_empty(),
+            "kafka.client_id",
+            "expected a non-empty string",
+        )?;
+        check(
+            !k.event_source.is_empty(),
+            "kafka.event_source",
+            "expected a non-empty URI reference",
+        )?;
         check(
             (1..=10_000).contains(&k.topic_partitions),
             "kafka.topic_partitions",
@@ -392,7 +418,11 @@ impl Settings {
             "kafka.batch_max_bytes",
             "expected 1024 to 67108864",
         )?;
-        check(k.linger_ms <= 60_000, "kafka.linger_ms", "expected 0 to 60000")?;
+        check(
+            k.linger_ms <= 60_000,
+            "kafka.linger_ms",
+            "expected 0 to 60000",
+        )?;
         check(
             k.max_record_bytes >= 1024 && k.max_record_bytes <= k.batch_max_bytes,
             "kafka.max_record_bytes",
@@ -450,7 +480,11 @@ impl Settings {
             "optimize.max_compute_ms",
             "expected 1 to 600000",
         )?;
-        check(w.max_connections >= 1, "websocket.max_connections", "expected at least 1")?;
+        check(
+            w.max_connections >= 1,
+            "websocket.max_connections",
+            "expected at least 1",
+        )?;
         check(
             (1..=1_000_000).contains(&w.buffer_messages),
             "websocket.buffer_messages",
@@ -477,8 +511,7 @@ pub fn is_topic_name(s: &str) -> bool {
         && s.len() <= 249
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 

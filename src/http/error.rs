@@ -123,7 +123,6 @@ impl ApiError {
     }
 }
 
-
 #[derive(Serialize)]
 struct ErrorBody {
     error: &'static str,

@@ -45,9 +45,13 @@ pub fn routes(
     lifecycle: Arc<Lifecycle>,
     storage: Check,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let live = warp::path!("health" / "live")
-        .and(warp::get())
-        .map(|| reply::json(&Status { status: "ok", reason: None }).into_response());
+    let live = warp::path!("health" / "live").and(warp::get()).map(|| {
+        reply::json(&Status {
+            status: "ok",
+            reason: None,
+        })
+        .into_response()
+    });
     let ready = warp::path!("health" / "ready")
         .and(warp::get())
         .map(move || readiness(&lifecycle, &storage));
@@ -60,7 +64,11 @@ fn readiness(lifecycle: &Lifecycle, storage: &Check) -> Response {
     } else {
         storage().err()
     };
-    let status = if reason.is_some() { "unavailable" } else { "ready" };
+    let status = if reason.is_some() {
+        "unavailable"
+    } else {
+        "ready"
+    };
     let code = if reason.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -83,10 +91,16 @@ mod tests {
         let api = routes(lifecycle.clone(), ok());
         let res = warp::test::request().path("/health/live").reply(&api).await;
         assert_eq!(res.status(), 200);
-        let res = warp::test::request().path("/health/ready").reply(&api).await;
+        let res = warp::test::request()
+            .path("/health/ready")
+            .reply(&api)
+            .await;
         assert_eq!(res.status(), 200);
         lifecycle.begin_shutdown();
-        let res = warp::test::request().path("/health/ready").reply(&api).await;
+        let res = warp::test::request()
+            .path("/health/ready")
+            .reply(&api)
+            .await;
         assert_eq!(res.status(), 503);
         assert!(String::from_utf8_lossy(res.body()).contains("shutting down"));
     }
@@ -95,7 +109,10 @@ mod tests {
     async fn ready_reports_a_storage_failure() {
         let broken: Check = Arc::new(|| Err("storage writer stopped".into()));
         let api = routes(Arc::new(Lifecycle::default()), broken);
-        let res = warp::test::request().path("/health/ready").reply(&api).await;
+        let res = warp::test::request()
+            .path("/health/ready")
+            .reply(&api)
+            .await;
         assert_eq!(res.status(), 503);
         assert!(String::from_utf8_lossy(res.body()).contains("storage writer stopped"));
     }

@@ -35,8 +35,7 @@ impl std::fmt::Debug for Api {
 pub fn routes(
     api: Api,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
-    health::routes(api.lifecycle.clone(), api.storage_check.clone())
-        .recover(error::recover)
+    health::routes(api.lifecycle.clone(), api.storage_check.clone()).recover(error::recover)
 }
 
 /// Serve `routes` on `listener` until `shutdown` resolves; then stop accepting and wait up to
@@ -56,7 +55,10 @@ where
         shutdown.await;
         let _ = stopped_tx.send(());
     };
-    let server = warp::serve(routes).incoming(listener).graceful(shutdown).run();
+    let server = warp::serve(routes)
+        .incoming(listener)
+        .graceful(shutdown)
+        .run();
     tokio::pin!(server);
     tokio::select! {
         () = &mut server => return true,

@@ -1,0 +1,135 @@
+//! Events: what routegate announces, as the outbox stores it and Kafka and WebSocket clients see it.
+//!
+//! An event is created by a handler as a [`NewEvent`] (its id and time are fixed there, so the
+//! domain record written with it can name it), and becomes an [`Envelope`] when the outbox assigns
+//! its sequence number inside the atomic write. The payload is opaque JSON bytes: changes to the
+//! business payload never touch the storage format.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// CloudEvents `type` of a route that was just planned.
+pub const ROUTE_OPTIMIZED: &str = "route.optimized";
+/// CloudEvents `type` of a change to a route (a stop status, a re-plan).
+pub const ROUTE_UPDATED: &str = "route.updated";
+/// CloudEvents `type` of a GPS fix.
+pub const VEHICLE_POSITION: &str = "vehicle.position";
+
+/// An event before the outbox has sequenced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// UUIDv7: time-ordered, unique, the CloudEvents `id` consumers deduplicate on.
+    pub id: Uuid,
+    /// CloudEvents `type`, e.g. [`ROUTE_OPTIMIZED`].
+    pub kind: String,
+    pub topic: String,
+    /// Kafka record key (the vehicle id): picks the partition, so a vehicle's events stay in order.
+    pub key: String,
+    /// The route this event belongs to, for the audit trail and WebSocket filters.
+    pub route_id: Option<String>,
+    /// Microseconds since the Unix epoch.
+    pub created_at_us: i64,
+    /// The JSON document (Kafka record value, WebSocket `data`).
+    pub payload: Vec<u8>,
+}
+
+impl NewEvent {
+    /// A new event stamped with a fresh UUIDv7 and the current time.
+    pub fn now(
+        kind: &str,
+        topic: &str,
+        key: &str,
+        route_id: Option<&str>,
+        payload: &impl Serialize,
+    ) -> NewEvent {
+        let now = Utc::now();
+        NewEvent {
+            id: Uuid::now_v7(),
+            kind: kind.to_string(),
+            topic: topic.to_string(),
+            key: key.to_string(),
+            route_id: route_id.map(str::to_string),
+            created_at_us: now.timestamp_micros(),
+            payload: serde_json::to_vec(payload).expect("serializing a JSON value cannot fail"),
+        }
+    }
+}
+
+/// A sequenced event, as stored in the outbox and the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Gap-free, strictly increasing across restarts; the order of the log.
+    pub seq: u64,
+    pub id: Uuid,
+    pub kind: String,
+    pub topic: String,
+    pub key: String,
+    pub route_id: Option<String>,
+    pub created_at_us: i64,
+    pub payload: Vec<u8>,
+    /// Failed publish attempts so far (kept in the outbox index, not in the immutable log).
+    pub attempts: u32,
+}
+
+impl Envelope {
+    /// Sequence a new event.
+    pub fn sequenced(seq: u64, e: NewEvent) -> Envelope {
+        Envelope {
+            seq,
+            id: e.id,
+            kind: e.kind,
+            topic: e.topic,
+            key: e.key,
+            route_id: e.route_id,
+            created_at_us: e.created_at_us,
+            payload: e.payload,
+            attempts: 0,
+        }
+    }
+
+    pub fn created_at(&self) -> DateTime<Utc> {
+        Utc.timestamp_micros(self.created_at_us)
+            .single()
+            .unwrap_or_default()
+    }
+
+    /// The payload as JSON (`null` if a corrupt payload slipped past the checksum).
+    pub fn payload_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Bytes this event occupies in the queue quota.
+    pub fn stored_len(&self) -> u64 {
+        (self.payload.len() + self.kind.len() + self.topic.len() + self.key.len() + 64) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_events_get_time_ordered_ids_and_json_payloads() {
+        let a = NewEvent::now(
+            VEHICLE_POSITION,
+            "t",
+            "v1",
+            None,
+            &serde_json::json!({"x": 1}),
+        );
+        let b = NewEvent::now(
+            VEHICLE_POSITION,
+            "t",
+            "v1",
+            None,
+            &serde_json::json!({"x": 2}),
+        );
+        assert!(a.id < b.id, "UUIDv7 sorts by creation time");
+        assert_eq!(a.id.get_version_num(), 7);
+        let env = Envelope::sequenced(5, a);
+        assert_eq!(env.seq, 5);
+        assert_eq!(env.payload_json()["x"], 1);
+        assert!((Utc::now() - env.created_at()).num_seconds().abs() < 60);
+    }
+}

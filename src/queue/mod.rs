@@ -1,0 +1,357 @@
+//! The durable outbox and event log (sled lives here and in `store/`, nowhere else).
+//!
+//! Every event routegate produces is appended here, flushed to disk before the caller hears
+//! "done", and removed from the outbox only after Kafka acknowledged it. Delivered events stay in
+//! the event log for a while (WebSocket resume, the route audit trail).
+//!
+//! # Trees and on-disk format
+//!
+//! All values are [`codec`] frames (version byte, CRC-32, bincode body); keys are big-endian `u64`
+//! sequence numbers unless noted.
+//!
+//! | tree           | key                      | value                                          |
+//! |----------------|--------------------------|------------------------------------------------|
+//! | `events`       | seq                      | the event ([`codec::EnvelopeV1`]), immutable    |
+//! | `pending`      | seq                      | `[attempts u32 BE][stored bytes u32 BE]`        |
+//! | `dead_letters` | seq                      | [`codec::DeadLetterV1`] with the raw event      |
+//! | `route_events` | route id, `0x00`, seq    | empty: the audit-trail index                    |
+//! | `meta`         | `state`                  | counters and cursors ([`writer::MetaV1`])       |
+//! | domain trees   | chosen by `store/`       | route records, written atomically with events   |
+//!
+//! The outbox is the `pending` index over the `events` log: an event's payload is written once.
+//!
+//! # Invariants
+//!
+//! * **One writer.** A single thread ([`writer`]) performs every mutation: appends, acks, retries,
+//!   dead-lettering, pruning. It takes all requests waiting in its channel, plans them against the
+//!   current state, applies them in **one sled transaction**, and — in `strict` durability —
+//!   **flushes once** before answering any of them (group commit: 64 concurrent appends cost one
+//!   fsync). Because it is the only writer, sequence numbers are assigned without gaps and the
+//!   counters in `meta` are exact; they are written in the same transaction as the data, so they
+//!   agree with it after any crash.
+//! * **Durable before acknowledged.** In `strict` mode [`Outbox::append`] returns only after the
+//!   flush. In `interval` mode it returns after the commit, and sled flushes every
+//!   `storage.flush_interval_ms`; a crash (even a plain process crash) loses the appends of that
+//!   window.
+//! * **Atomic with domain records.** A [`Write`] carries events and record changes; they commit
+//!   together or not at all, with optional compare-and-set preconditions ([`Expect`]).
+//! * **Bounded, never lossy.** When the pending events or bytes would pass the quota, the append
+//!   fails with [`Error::QuotaExceeded`]; nothing queued is ever dropped to make room.
+//! * **Removed only after Kafka acks.** [`Outbox::ack`] removes exactly the sequence numbers the
+//!   publisher names. Records that cannot be decoded are moved to `dead_letters` with the reason.
+//! * **Retention never touches pending events.** The log is pruned from the front by age and size
+//!   up to the `prune_floor`; pending events below the floor are kept and deleted when acked.
+//!
+//! # Lifecycle
+//!
+//! [`Outbox::open`] opens sled, loads `meta` (or recounts when it is missing) and starts the writer
+//! thread. [`Outbox::shutdown`] lets the writer finish what is queued, flush and stop; later
+//! appends fail with [`Error::Closed`].
+
+pub mod codec;
+mod reads;
+mod writer;
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+
+use crate::config::{Durability, StorageConfig};
+use crate::events::{Envelope, NewEvent};
+
+pub use reads::{DeadLetter, Peeked, Replay, Stats};
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The quota is reached; nothing was written. Retry once the publisher has drained.
+    #[error(
+        "outbox is full: {pending_events} events / {pending_bytes} bytes wait for Kafka \
+         (quota {max_events} events / {max_bytes} bytes)"
+    )]
+    QuotaExceeded {
+        pending_events: u64,
+        pending_bytes: u64,
+        max_events: u64,
+        max_bytes: u64,
+    },
+    /// A precondition of the write did not hold; nothing was written.
+    #[error("{tree} record changed concurrently")]
+    Conflict { tree: String },
+    /// The outbox is shutting down or its writer stopped.
+    #[error("outbox is closed")]
+    Closed,
+    #[error("cannot open storage at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("storage failure: {0}")]
+    Storage(#[from] sled::Error),
+    /// No dead letter with that sequence number.
+    #[error("no dead letter {0}")]
+    NoDeadLetter(u64),
+    /// The dead letter's raw bytes cannot be decoded, so it cannot be requeued.
+    #[error("dead letter {seq} cannot be requeued: {reason}")]
+    Unrequeueable { seq: u64, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Events and record changes that commit together.
+#[derive(Debug, Clone, Default)]
+pub struct Write {
+    pub events: Vec<NewEvent>,
+    pub records: Vec<RecordOp>,
+}
+
+/// A change to a domain record.
+#[derive(Debug, Clone)]
+pub struct RecordOp {
+    /// One of the domain trees named at [`Outbox::open`].
+    pub tree: &'static str,
+    pub key: Vec<u8>,
+    /// `None` deletes.
+    pub value: Option<Vec<u8>>,
+    pub expect: Expect,
+}
+
+/// A compare-and-set precondition on a record's current value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Any,
+    Absent,
+    Equals(Vec<u8>),
+}
+
+/// A cloneable handle to the outbox.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<writer::Request>,
+    shared: Arc<Shared>,
+    /// Joined by [`Outbox::shutdown`], so that the database is closed once the handles are gone.
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the writer thread and every handle.
+struct Shared {
+    path: PathBuf,
+    db: sled::Db,
+    trees: Trees,
+    config: StorageConfig,
+    /// Exact copies of the writer's counters, refreshed after every commit.
+    counters: Counters,
+    /// Woken after appends commit, so the publisher does not poll.
+    appended: Notify,
+    /// Every durable event, in sequence order, for live subscribers.
+    live: broadcast::Sender<Arc<Envelope>>,
+    writer_alive: AtomicBool,
+}
+
+struct Trees {
+    events: sled::Tree,
+    pending: sled::Tree,
+    dead: sled::Tree,
+    route_events: sled::Tree,
+    meta: sled::Tree,
+    /// In the order given to [`Outbox::open`]; the writer's transaction indexes them by position.
+    domain: Vec<(&'static str, sled::Tree)>,
+}
+
+impl Trees {
+    /// Every tree, in the writer's fixed order: events, pending, dead letters, route index, meta,
+    /// then the domain trees.
+    fn all(&self) -> Vec<sled::Tree> {
+        let fixed = [
+            &self.events,
+            &self.pending,
+            &self.dead,
+            &self.route_events,
+            &self.meta,
+        ];
+        let all: Vec<_> = fixed
+            .into_iter()
+            .chain(self.domain.iter().map(|(_, t)| t))
+            .cloned()
+            .collect();
+        debug_assert_eq!(all.len(), writer::FIXED_TREES + self.domain.len());
+        all
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    pending_events: AtomicU64,
+    pending_bytes: AtomicU64,
+    log_events: AtomicU64,
+    log_bytes: AtomicU64,
+    dead_letters: AtomicU64,
+    /// Highest sequence number that is durable (flushed in `strict` mode).
+    durable_seq: AtomicU64,
+    /// Events below this were pruned from the log unless still pending.
+    prune_floor: AtomicU64,
+    /// Group-commit flushes since start: with many writers, far fewer than appends.
+    flushes: AtomicU64,
+}
+
+/// Capacity of the live-event channel; a subscriber further behind than this is told it lagged.
+const LIVE_CAPACITY: usize = 8192;
+/// Requests that may wait for the writer before `append` waits too (backpressure).
+const REQUEST_CAPACITY: usize = 16_384;
+
+impl Outbox {
+    /// Open (or create) the store at `path` with the given domain trees and start the writer.
+    pub fn open(path: &Path, config: &StorageConfig, domain: &[&'static str]) -> Result<Outbox> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .flush_every_ms(match config.durability {
+                Durability::Strict => None,
+                Durability::Interval => Some(config.flush_interval_ms),
+            })
+            .open()
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        let trees = Trees {
+            events: tree("events")?,
+            pending: tree("pending")?,
+            dead: tree("dead_letters")?,
+            route_events: tree("route_events")?,
+            meta: tree("meta")?,
+            domain: domain
+                .iter()
+                .map(|&name| Ok((name, tree(name)?)))
+                .collect::<Result<_>>()?,
+        };
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            db,
+            trees,
+            config: config.clone(),
+            counters: Counters::default(),
+            appended: Notify::new(),
+            live,
+            writer_alive: AtomicBool::new(true),
+        });
+        let (tx, rx) = mpsc::channel(REQUEST_CAPACITY);
+        let writer = writer::start(shared.clone(), rx)?;
+        Ok(Outbox {
+            tx,
+            shared,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
+    }
+
+    /// Append events and record changes atomically; returns the sequenced events once durable.
+    pub async fn append(&self, write: Write) -> Result<Vec<Arc<Envelope>>> {
+        if write.events.is_empty() && write.records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.request(|reply| writer::Request::Append { write, reply })
+            .await?
+    }
+
+    /// Kafka acknowledged these events: remove them from the outbox.
+    pub async fn ack(&self, seqs: Vec<u64>) -> Result<()> {
+        self.request(|reply| writer::Request::Ack { seqs, reply })
+            .await?
+    }
+
+    /// A publish attempt for these events failed: count it.
+    pub async fn record_failure(&self, seqs: Vec<u64>) -> Result<()> {
+        self.request(|reply| writer::Request::Failed { seqs, reply })
+            .await?
+    }
+
+    /// Move events out of the outbox into the dead-letter tree, each with its reason.
+    pub async fn dead_letter(&self, items: Vec<(u64, String)>) -> Result<()> {
+        self.request(|reply| writer::Request::DeadLetter { items, reply })
+            .await?
+    }
+
+    /// Put a dead letter back into the outbox as a new event (same id, new sequence number).
+    pub async fn requeue(&self, seq: u64) -> Result<Arc<Envelope>> {
+        self.request(|reply| writer::Request::Requeue { seq, reply })
+            .await?
+    }
+
+    /// Delete a dead letter for good.
+    pub async fn purge(&self, seq: u64) -> Result<()> {
+        self.request(|reply| writer::Request::Purge { seq, reply })
+            .await?
+    }
+
+    /// Prune the event log now (the writer also does it periodically).
+    pub async fn prune(&self) -> Result<()> {
+        self.request(|reply| writer::Request::Prune { reply })
+            .await?
+    }
+
+    /// Finish queued requests, flush and stop the writer. Idempotent.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self
+            .tx
+            .send(writer::Request::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+        let handle = self.writer.lock().expect("writer handle lock").take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    /// Resolves after the next append commits (or immediately if one committed since the last
+    /// call): lets the publisher sleep instead of polling.
+    pub async fn appended(&self) {
+        self.shared.appended.notified().await;
+    }
+
+    /// Live, durable events in sequence order, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.shared.live.subscribe()
+    }
+
+    /// Whether the writer thread is running (for readiness).
+    pub fn is_healthy(&self) -> bool {
+        self.shared.writer_alive.load(Ordering::SeqCst)
+    }
+
+    /// A domain tree, for the store's reads. Writes must go through [`Outbox::append`].
+    pub fn domain_tree(&self, name: &str) -> Option<sled::Tree> {
+        self.shared
+            .trees
+            .domain
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.clone())
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> writer::Request,
+    ) -> Result<Result<T>> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)
+    }
+}

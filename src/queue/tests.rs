@@ -1,0 +1,256 @@
+//! Scenario tests of the outbox: group commit, atomic records, retention, corruption, restarts.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Settings;
+
+fn config(dir: &Path) -> StorageConfig {
+    StorageConfig {
+        data_dir: dir.to_path_buf(),
+        ..Settings::default().storage
+    }
+}
+
+fn ev(route: Option<&str>, n: usize) -> NewEvent {
+    NewEvent::now("test.event", "t", "vehicle-1", route, &n)
+}
+
+async fn append(outbox: &Outbox, events: Vec<NewEvent>) -> Vec<Arc<Envelope>> {
+    outbox
+        .append(Write {
+            events,
+            records: vec![],
+        })
+        .await
+        .expect("append")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_flushes_and_get_distinct_gap_free_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let o = outbox.clone();
+            tokio::spawn(async move { append(&o, vec![ev(None, i)]).await[0].seq })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+    let stats = outbox.stats();
+    assert!(
+        stats.flushes < 300,
+        "group commit: {} flushes",
+        stats.flushes
+    );
+    assert_eq!(stats.pending_events, 300);
+    outbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn sequence_keeps_rising_across_restarts_and_a_lost_meta_state_is_recounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+    append(&outbox, vec![ev(None, 1), ev(None, 2), ev(None, 3)]).await;
+    outbox.ack(vec![1]).await.unwrap();
+    outbox.shutdown().await;
+    drop(outbox);
+
+    let db = sled::open(dir.path()).unwrap();
+    db.open_tree("meta").unwrap().remove("state").unwrap();
+    db.flush().unwrap();
+    drop(db);
+
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+    let stats = outbox.stats();
+    assert_eq!(
+        (stats.pending_events, stats.log_events, stats.durable_seq),
+        (2, 3, 3)
+    );
+    assert_eq!(append(&outbox, vec![ev(None, 4)]).await[0].seq, 4);
+    outbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_record_and_its_event_commit_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &["routes"]).unwrap();
+    let put = |expect| Write {
+        events: vec![ev(Some("r1"), 0)],
+        records: vec![RecordOp {
+            tree: "routes",
+            key: b"r1".to_vec(),
+            value: Some(b"v2".to_vec()),
+            expect,
+        }],
+    };
+    outbox.append(put(Expect::Absent)).await.unwrap();
+    let conflict = outbox.append(put(Expect::Equals(b"v1".to_vec()))).await;
+    assert!(matches!(conflict, Err(Error::Conflict { .. })));
+    assert_eq!(
+        outbox.stats().pending_events,
+        1,
+        "the conflicting event was not written"
+    );
+    outbox
+        .append(put(Expect::Equals(b"v2".to_vec())))
+        .await
+        .unwrap();
+    let tree = outbox.domain_tree("routes").unwrap();
+    assert_eq!(tree.get("r1").unwrap().unwrap().as_ref(), b"v2");
+    assert_eq!(outbox.route_events("r1", 10).unwrap().len(), 2);
+    outbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn full_quota_refuses_new_events_and_keeps_the_old_ones_until_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        max_queue_events: 3,
+        ..config(dir.path())
+    };
+    let outbox = Outbox::open(dir.path(), &cfg, &[]).unwrap();
+    append(&outbox, vec![ev(None, 1), ev(None, 2), ev(None, 3)]).await;
+    let full = outbox
+        .append(Write {
+            events: vec![ev(None, 4)],
+            records: vec![],
+        })
+        .await;
+    assert!(matches!(
+        full,
+        Err(Error::QuotaExceeded {
+            pending_events: 3,
+            ..
+        })
+    ));
+    assert_eq!(outbox.peek(10, u64::MAX).unwrap().len(), 3);
+    outbox.ack(vec![1]).await.unwrap();
+    assert_eq!(
+        append(&outbox, vec![ev(None, 4)]).await[0].seq,
+        4,
+        "no gap after a refusal"
+    );
+    outbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_reported_by_peek_and_dead_letters_with_its_raw_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+    append(&outbox, vec![ev(None, 1), ev(None, 2), ev(None, 3)]).await;
+    outbox.shutdown().await;
+    drop(outbox);
+
+    let db = sled::open(dir.path()).unwrap();
+    let events = db.open_tree("events").unwrap();
+    let mut raw = events.get(codec::key(2)).unwrap().unwrap().to_vec();
+    let last = raw.len() - 1;
+    raw[last] ^= 0x40;
+    events.insert(codec::key(2), raw.clone()).unwrap();
+    db.flush().unwrap();
+    drop((events, db));
+
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+    let peeked = outbox.peek(10, u64::MAX).unwrap();
+    let Peeked::Corrupt { seq: 2, reason } = &peeked[1] else {
+        panic!("expected seq 2 corrupt, got {peeked:?}");
+    };
+    assert!(reason.contains("checksum"), "{reason}");
+    outbox.dead_letter(vec![(2, reason.clone())]).await.unwrap();
+    let dead = outbox.dead_letter_by_seq(2).unwrap().unwrap();
+    assert_eq!((dead.raw_len, dead.event.is_none()), (raw.len(), true));
+    let requeue = outbox.requeue(2).await;
+    assert!(matches!(requeue, Err(Error::Unrequeueable { seq: 2, .. })));
+    let left: Vec<u64> = outbox
+        .peek(10, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(Peeked::seq)
+        .collect();
+    assert_eq!(left, vec![1, 3]);
+    outbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn retention_prunes_delivered_events_only_and_replay_from_before_it_asks_for_a_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        log_retention_bytes: 0,
+        ..config(dir.path())
+    };
+    let outbox = Outbox::open(dir.path(), &cfg, &[]).unwrap();
+    append(&outbox, (0..6).map(|i| ev(Some("r"), i)).collect()).await;
+    outbox.ack(vec![1, 2, 4]).await.unwrap();
+    outbox.prune().await.unwrap();
+    let stats = outbox.stats();
+    assert_eq!(
+        (stats.log_events, stats.pending_events),
+        (3, 3),
+        "{stats:?}"
+    );
+    assert!(matches!(
+        outbox.replay(0, 6, 100).unwrap(),
+        Replay::Reset { .. }
+    ));
+    let seqs: Vec<u64> = outbox
+        .route_events("r", 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![3, 5, 6], "pending events survive retention");
+    outbox.ack(vec![3]).await.unwrap();
+    assert_eq!(
+        outbox.stats().log_events,
+        2,
+        "acked below the floor: deleted at once"
+    );
+    outbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn replay_then_live_has_no_gap_and_no_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+    append(&outbox, (0..5).map(|i| ev(None, i)).collect()).await;
+    let mut live = outbox.subscribe();
+    let upto = outbox.durable_seq();
+    let writer = {
+        let o = outbox.clone();
+        tokio::spawn(async move { append(&o, (5..10).map(|i| ev(None, i)).collect()).await })
+    };
+    let Replay::Events(replayed) = outbox.replay(2, upto, 100).unwrap() else {
+        panic!("no reset expected");
+    };
+    let mut seen: Vec<u64> = replayed.iter().map(|e| e.seq).collect();
+    writer.await.unwrap();
+    while let Ok(e) = live.try_recv() {
+        if e.seq > upto {
+            seen.push(e.seq);
+        }
+    }
+    assert_eq!(seen, (3..=10).collect::<Vec<_>>());
+    outbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn appends_after_shutdown_fail_as_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+    outbox.shutdown().await;
+    let r = outbox
+        .append(Write {
+            events: vec![ev(None, 0)],
+            records: vec![],
+        })
+        .await;
+    assert!(matches!(r, Err(Error::Closed)));
+    assert!(!outbox.is_healthy());
+}
