@@ -25,5 +25,7 @@ pub mod config;
 pub mod datadir;
 pub mod events;
 pub mod http;
+pub mod metrics;
+pub mod publisher;
 pub mod queue;
 pub mod telemetry;

@@ -155,10 +155,20 @@ impl Outbox {
     /// The oldest pending events, in sequence order, up to `max_records` or about `max_bytes`
     /// (at least one).
     pub fn peek(&self, max_records: usize, max_bytes: u64) -> Result<Vec<Peeked>> {
+        self.peek_after(0, max_records, max_bytes)
+    }
+
+    /// Like [`Outbox::peek`], for pending events with `seq > after`.
+    pub fn peek_after(
+        &self,
+        after: u64,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<Peeked>> {
         let t = &self.shared.trees;
         let mut out = Vec::new();
         let mut bytes = 0u64;
-        for kv in t.pending.iter() {
+        for kv in t.pending.range(codec::key(after.saturating_add(1))..) {
             let (key, value) = kv?;
             if out.len() >= max_records || (bytes >= max_bytes && !out.is_empty()) {
                 break;
@@ -273,6 +283,18 @@ impl Outbox {
     pub fn dead_letter_by_seq(&self, seq: u64) -> Result<Option<DeadLetter>> {
         let raw = self.shared.trees.dead.get(codec::key(seq))?;
         Ok(raw.map(|raw| dead_letter(seq, &raw)))
+    }
+}
+
+#[cfg(test)]
+impl Outbox {
+    /// Replace a stored event's bytes, as disk corruption would.
+    pub(crate) fn overwrite_event_for_test(&self, seq: u64, bytes: &[u8]) {
+        self.shared
+            .trees
+            .events
+            .insert(codec::key(seq), bytes)
+            .expect("overwrite");
     }
 }
 

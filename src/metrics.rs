@@ -1,0 +1,92 @@
+//! Metrics as named events: one function per thing that happens, called where it happens.
+//!
+//! Names follow Prometheus conventions (`_total` counters, base units, `routegate_` prefix). The
+//! `metrics` facade is a no-op until [`install`] sets the Prometheus recorder, so library code
+//! and tests can emit freely. Gauges that mirror state (queue depth, circuit) are set when the
+//! state changes or, for the outbox, just before each scrape from its exact counters.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::publisher::breaker::Circuit;
+use crate::queue::Stats;
+
+/// Latency buckets (seconds) for Kafka publishes and HTTP requests.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Install the Prometheus recorder (once per process) and return the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests); ours then just renders nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Mirror the outbox's exact counters into gauges (called before a scrape).
+pub fn outbox_observed(s: &Stats, now_us: i64) {
+    gauge!("routegate_outbox_events").set(s.pending_events as f64);
+    gauge!("routegate_outbox_bytes").set(s.pending_bytes as f64);
+    gauge!("routegate_outbox_dead_letters").set(s.dead_letters as f64);
+    gauge!("routegate_event_log_events").set(s.log_events as f64);
+    gauge!("routegate_event_log_bytes").set(s.log_bytes as f64);
+    gauge!("routegate_outbox_last_seq").set(s.durable_seq as f64);
+    let age = s
+        .oldest_pending_us
+        .map(|t| ((now_us - t).max(0) as f64) / 1e6)
+        .unwrap_or(0.0);
+    gauge!("routegate_outbox_oldest_event_age_seconds").set(age);
+    counter!("routegate_outbox_fsyncs_total").absolute(s.flushes);
+}
+
+pub fn events_enqueued(kind: &str, n: u64) {
+    counter!("routegate_outbox_enqueued_total", "type" => kind.to_string()).increment(n);
+}
+
+pub fn outbox_full() {
+    counter!("routegate_outbox_rejected_total", "reason" => "quota").increment(1);
+}
+
+pub fn published(n: u64, took: Duration) {
+    counter!("routegate_kafka_publish_total", "result" => "ok").increment(n);
+    histogram!("routegate_kafka_publish_duration_seconds").record(took.as_secs_f64());
+}
+
+pub fn publish_failed(n: u64) {
+    counter!("routegate_kafka_publish_total", "result" => "retry").increment(n);
+}
+
+pub fn dead_lettered(n: u64) {
+    counter!("routegate_kafka_publish_total", "result" => "dead_letter").increment(n);
+}
+
+pub fn circuit_changed(c: Circuit) {
+    gauge!("routegate_circuit_state").set(c.gauge());
+}
+
+pub fn http_request(route: &'static str, status: u16, took: Duration) {
+    counter!("routegate_http_requests_total", "route" => route, "status" => status.to_string())
+        .increment(1);
+    histogram!("routegate_http_request_duration_seconds", "route" => route)
+        .record(took.as_secs_f64());
+}
+
+pub fn ws_connections(n: usize) {
+    gauge!("routegate_ws_connections").set(n as f64);
+}
+
+pub fn ws_dropped(reason: &'static str) {
+    counter!("routegate_ws_disconnects_total", "reason" => reason).increment(1);
+}

@@ -1,0 +1,430 @@
+//! The Kafka sink: the only file that imports rskafka.
+//!
+//! # Connection lifecycle
+//!
+//! Lazy: nothing connects until the drain needs metadata or a produce, so the gateway starts and
+//! serves with no broker. The client, the partition count per topic and one partition client per
+//! partition are cached. rskafka 0.6 has no request timeout and a metadata cache that can stay
+//! stale after a leader moves, so:
+//!
+//! * every call runs under `kafka.request_timeout_ms`, and rskafka's own retries get the same
+//!   deadline (it otherwise retries forever);
+//! * on a timeout, a disconnect, or a leadership error (NOT_LEADER_OR_FOLLOWER,
+//!   LEADER_NOT_AVAILABLE, …) the whole client is dropped and rebuilt on the next call, which
+//!   refreshes metadata from scratch and discards connections that a cancelled request may have
+//!   left half-used;
+//! * on UNKNOWN_TOPIC_OR_PARTITION the topic is forgotten; the next call looks it up and creates
+//!   it again (someone deleted it) with `kafka.topic_partitions` and `kafka.replication_factor`.
+//!
+//! # Records
+//!
+//! Key: the event key (vehicle id) as UTF-8. Value: the JSON payload. Timestamp: the event's
+//! creation time. Headers: the CloudEvents Kafka protocol binding, binary mode: `ce_specversion`,
+//! `ce_id`, `ce_type`, `ce_source`, `ce_time`, `ce_subject` (the route, when there is one) and
+//! `content-type`. Produce requests use `acks=all` (rskafka's fixed setting).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::SecondsFormat;
+use rskafka::BackoffConfig;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use rskafka::record::Record;
+use tokio::sync::Mutex;
+
+use super::{EventSink, SinkError};
+use crate::config::{self, KafkaConfig, SaslMechanism};
+use crate::events::Envelope;
+
+/// Why the sink could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kafka.tls.ca_file {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// Produces outbox events to Kafka with rskafka.
+#[derive(Debug)]
+pub struct KafkaSink {
+    brokers: Vec<String>,
+    client_id: String,
+    source: String,
+    compression: Compression,
+    new_topic_partitions: i32,
+    new_topic_replication: i16,
+    timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<SaslConfig>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    client: Option<Arc<Client>>,
+    topics: HashMap<String, i32>,
+    partitions: HashMap<(String, i32), Arc<PartitionClient>>,
+}
+
+/// What an error says about our cached view of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    Nothing,
+    Topic,
+    Client,
+}
+
+impl KafkaSink {
+    pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, Error> {
+        let credentials = || Credentials::new(cfg.sasl.username.clone(), cfg.sasl.password.clone());
+        let sasl = match cfg.sasl.mechanism {
+            SaslMechanism::None => None,
+            SaslMechanism::Plain => Some(SaslConfig::Plain(credentials())),
+            SaslMechanism::ScramSha256 => Some(SaslConfig::ScramSha256(credentials())),
+            SaslMechanism::ScramSha512 => Some(SaslConfig::ScramSha512(credentials())),
+        };
+        Ok(KafkaSink {
+            brokers: cfg.brokers.clone(),
+            client_id: cfg.client_id.clone(),
+            source: cfg.event_source.clone(),
+            compression: match cfg.compression {
+                config::Compression::None => Compression::NoCompression,
+                config::Compression::Gzip => Compression::Gzip,
+                config::Compression::Lz4 => Compression::Lz4,
+                config::Compression::Snappy => Compression::Snappy,
+                config::Compression::Zstd => Compression::Zstd,
+            },
+            new_topic_partitions: cfg.topic_partitions as i32,
+            new_topic_replication: cfg.replication_factor as i16,
+            timeout: Duration::from_millis(cfg.request_timeout_ms),
+            tls: cfg.tls.enabled.then(|| tls_config(&cfg.tls)).transpose()?,
+            sasl,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    async fn client(&self) -> Result<Arc<Client>, SinkError> {
+        let mut state = self.state.lock().await;
+        if let Some(c) = &state.client {
+            return Ok(c.clone());
+        }
+        let mut builder = ClientBuilder::new(self.brokers.clone())
+            .client_id(self.client_id.as_str())
+            .max_message_size(64 * 1024 * 1024)
+            .backoff_config(BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(1),
+                base: 2.0,
+                deadline: Some(self.timeout),
+            });
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.clone());
+        }
+        if let Some(sasl) = &self.sasl {
+            builder = builder.sasl_config(sasl.clone());
+        }
+        let client = match tokio::time::timeout(self.timeout, builder.build()).await {
+            Ok(Ok(c)) => Arc::new(c),
+            Ok(Err(e)) => return Err(SinkError::Retriable(format!("connect: {e}"))),
+            Err(_) => return Err(self.timed_out("connect")),
+        };
+        state.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Drop cached state that an error showed to be stale.
+    async fn invalidate(&self, stale: Stale, topic: &str) {
+        let mut state = self.state.lock().await;
+        match stale {
+            Stale::Nothing => {}
+            Stale::Topic => {
+                state.topics.remove(topic);
+                state.partitions.retain(|(t, _), _| t != topic);
+            }
+            Stale::Client => *state = State::default(),
+        }
+    }
+
+    async fn fail(&self, topic: &str, what: &str, e: KafkaError) -> SinkError {
+        let (err, stale) = classify(what, &e);
+        self.invalidate(stale, topic).await;
+        err
+    }
+
+    fn timed_out(&self, what: &str) -> SinkError {
+        SinkError::Retriable(format!("{what} timed out after {:?}", self.timeout))
+    }
+
+    async fn with_deadline<T>(
+        &self,
+        topic: &str,
+        what: &str,
+        call: impl Future<Output = Result<T, KafkaError>>,
+    ) -> Result<T, SinkError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.fail(topic, what, e).await),
+            Err(_) => {
+                self.invalidate(Stale::Client, topic).await;
+                Err(self.timed_out(what))
+            }
+        }
+    }
+
+    async fn partition_client(
+        &self,
+        topic: &str,
+        p: i32,
+    ) -> Result<Arc<PartitionClient>, SinkError> {
+        let key = (topic.to_string(), p);
+        if let Some(pc) = self.state.lock().await.partitions.get(&key) {
+            return Ok(pc.clone());
+        }
+        let client = self.client().await?;
+        let pc = self
+            .with_deadline(
+                topic,
+                "find partition leader",
+                client.partition_client(topic, p, UnknownTopicHandling::Error),
+            )
+            .await?;
+        let pc = Arc::new(pc);
+        self.state.lock().await.partitions.insert(key, pc.clone());
+        Ok(pc)
+    }
+
+    /// Look the topic up; create it when missing.
+    async fn discover(&self, topic: &str) -> Result<i32, SinkError> {
+        let client = self.client().await?;
+        for _ in 0..2 {
+            let topics = self
+                .with_deadline(topic, "list topics", client.list_topics())
+                .await?;
+            if let Some(t) = topics.iter().find(|t| t.name == topic) {
+                return Ok(t.partitions.len().max(1) as i32);
+            }
+            let controller = client
+                .controller_client()
+                .map_err(|e| SinkError::Retriable(format!("controller: {e}")))?;
+            let timeout_ms = self.timeout.as_millis().min(i32::MAX as u128) as i32;
+            let created = controller.create_topic(
+                topic,
+                self.new_topic_partitions,
+                self.new_topic_replication,
+                timeout_ms,
+            );
+            match tokio::time::timeout(self.timeout, created).await {
+                Ok(Ok(())) => tracing::info!(
+                    topic,
+                    partitions = self.new_topic_partitions,
+                    "created topic"
+                ),
+                Ok(Err(KafkaError::ServerError {
+                    protocol_error: ProtocolError::TopicAlreadyExists,
+                    ..
+                })) => {}
+                Ok(Err(e)) => return Err(self.fail(topic, "create topic", e).await),
+                Err(_) => return Err(self.timed_out("create topic")),
+            }
+        }
+        Err(SinkError::Retriable(format!(
+            "topic {topic} created but not yet in metadata"
+        )))
+    }
+
+    fn headers(&self, e: &Envelope) -> BTreeMap<String, Vec<u8>> {
+        let mut h = BTreeMap::new();
+        let mut put = |k: &str, v: &str| h.insert(k.to_string(), v.as_bytes().to_vec());
+        put("ce_specversion", "1.0");
+        put("ce_id", &e.id.to_string());
+        put("ce_type", &e.kind);
+        put("ce_source", &self.source);
+        put(
+            "ce_time",
+            &e.created_at().to_rfc3339_opts(SecondsFormat::Micros, true),
+        );
+        if let Some(route) = &e.route_id {
+            put("ce_subject", route);
+        }
+        put("content-type", "application/json");
+        h
+    }
+
+    fn record(&self, e: &Envelope) -> Record {
+        Record {
+            key: Some(e.key.as_bytes().to_vec()),
+            value: Some(e.payload.clone()),
+            headers: self.headers(e),
+            timestamp: e.created_at(),
+        }
+    }
+}
+
+impl EventSink for KafkaSink {
+    async fn partitions(&self, topic: &str) -> Result<i32, SinkError> {
+        if !config::is_topic_name(topic) {
+            return Err(SinkError::Rejected(format!("invalid topic name {topic:?}")));
+        }
+        if let Some(n) = self.state.lock().await.topics.get(topic) {
+            return Ok(*n);
+        }
+        let n = self.discover(topic).await?;
+        self.state.lock().await.topics.insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        events: &[Envelope],
+    ) -> Result<(), SinkError> {
+        let pc = self.partition_client(topic, partition).await?;
+        let records: Vec<Record> = events.iter().map(|e| self.record(e)).collect();
+        let what = "produce";
+        let offsets = self
+            .with_deadline(topic, what, pc.produce(records, self.compression))
+            .await?;
+        if offsets.len() != events.len() {
+            return Err(SinkError::Retriable(format!(
+                "broker acknowledged {} of {} records",
+                offsets.len(),
+                events.len()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn probe(&self) -> Result<(), SinkError> {
+        let client = self.client().await?;
+        self.with_deadline("", "list topics", client.list_topics())
+            .await
+            .map(drop)
+    }
+
+    fn record_size(&self, e: &Envelope) -> usize {
+        let headers: usize = self.headers(e).iter().map(|(k, v)| k.len() + v.len()).sum();
+        e.key.len() + e.payload.len() + headers
+    }
+}
+
+/// Sort an rskafka error into retry-or-reject, and say what cached state it invalidates.
+fn classify(what: &str, e: &KafkaError) -> (SinkError, Stale) {
+    use ProtocolError as P;
+    let text = format!("{what}: {e}");
+    let KafkaError::ServerError { protocol_error, .. } = e else {
+        // Connection, request, response decoding, rskafka's retry deadline: start over.
+        return (SinkError::Retriable(text), Stale::Client);
+    };
+    match protocol_error {
+        P::UnknownTopicOrPartition | P::UnknownTopicId => {
+            (SinkError::Retriable(text), Stale::Topic)
+        }
+        P::MessageTooLarge
+        | P::RecordListTooLarge
+        | P::InvalidTopicException
+        | P::TopicAuthorizationFailed
+        | P::ClusterAuthorizationFailed
+        | P::InvalidRecord
+        | P::InvalidTimestamp
+        | P::PolicyViolation => (SinkError::Rejected(text), Stale::Nothing),
+        P::TopicAlreadyExists | P::InvalidReplicationFactor | P::InvalidPartitions => {
+            (SinkError::Retriable(text), Stale::Topic)
+        }
+        _ => (SinkError::Retriable(text), Stale::Client),
+    }
+}
+
+fn tls_config(tls: &config::TlsConfig) -> Result<Arc<rustls::ClientConfig>, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if tls.ca_file.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    } else {
+        let ca_err = |message: String| Error::CaFile {
+            path: PathBuf::from(&tls.ca_file),
+            message,
+        };
+        let certs =
+            CertificateDer::pem_file_iter(&tls.ca_file).map_err(|e| ca_err(e.to_string()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(ca_err("no certificates found".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::events::NewEvent;
+
+    #[test]
+    fn records_carry_cloudevents_headers_and_the_key() {
+        let sink = KafkaSink::new(&Settings::default().kafka).unwrap();
+        let e = Envelope::sequenced(
+            9,
+            NewEvent::now(
+                "route.updated",
+                "t",
+                "veh-1",
+                Some("r-1"),
+                &serde_json::json!({"a": 1}),
+            ),
+        );
+        let r = sink.record(&e);
+        assert_eq!(r.key.as_deref(), Some(&b"veh-1"[..]));
+        assert_eq!(r.value.as_deref(), Some(&e.payload[..]));
+        let h = |k: &str| String::from_utf8(r.headers[k].clone()).unwrap();
+        assert_eq!(h("ce_specversion"), "1.0");
+        assert_eq!(h("ce_id"), e.id.to_string());
+        assert_eq!(h("ce_type"), "route.updated");
+        assert_eq!(h("ce_source"), "urn:routegate");
+        assert_eq!(h("ce_subject"), "r-1");
+        assert_eq!(h("content-type"), "application/json");
+        assert!(chrono::DateTime::parse_from_rfc3339(&h("ce_time")).is_ok());
+        assert_eq!(sink.record_size(&e), r.approximate_size());
+    }
+
+    #[test]
+    fn leadership_errors_rebuild_the_client_and_size_errors_reject() {
+        let server = |p| KafkaError::ServerError {
+            protocol_error: p,
+            error_message: None,
+            request: rskafka::client::error::RequestContext::Topic("t".into()),
+            response: None,
+            is_virtual: false,
+        };
+        let (e, s) = classify("produce", &server(ProtocolError::NotLeaderOrFollower));
+        assert!(matches!(e, SinkError::Retriable(_)) && s == Stale::Client);
+        let (e, s) = classify("produce", &server(ProtocolError::UnknownTopicOrPartition));
+        assert!(matches!(e, SinkError::Retriable(_)) && s == Stale::Topic);
+        let (e, _) = classify("produce", &server(ProtocolError::MessageTooLarge));
+        assert!(matches!(e, SinkError::Rejected(_)));
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_a_configuration_error() {
+        let mut cfg = Settings::default().kafka;
+        cfg.tls.enabled = true;
+        cfg.tls.ca_file = "/nonexistent/ca.pem".into();
+        assert!(matches!(KafkaSink::new(&cfg), Err(Error::CaFile { .. })));
+    }
+}

@@ -1,0 +1,452 @@
+//! The drain: moves events from the outbox to Kafka, deleting exactly what Kafka acknowledged.
+//!
+//! ```text
+//!            ┌──────────── one round ────────────┐
+//!  outbox ──▶│ peek (seq order, after cursor)    │
+//!            │ dead-letter corrupt / oversize    │
+//!            │ group by (topic, murmur2 partition)│──▶ EventSink::produce, one request per
+//!            │                                    │    partition, partitions concurrently
+//!            └────────────────────────────────────┘
+//!  acked seqs ──▶ outbox.ack (overlaps the next round)   failed ──▶ backoff, breaker, cursor = 0
+//! ```
+//!
+//! # Invariants
+//!
+//! * **Delete only what was acknowledged.** Sequence numbers go to [`Outbox::ack`] only after the
+//!   sink returned `Ok` for their batch. A crash between Kafka's ack and ours re-sends that batch:
+//!   delivery is at-least-once, duplicates are bounded by the batches in flight at the crash, and
+//!   consumers deduplicate on the CloudEvents `ce_id`.
+//! * **Order per key.** A key always maps to the same partition; each partition has at most one
+//!   produce in flight, and its events are sent in sequence order. When a partition's batch
+//!   fails, the next round starts again from the oldest pending event (the cursor resets only
+//!   after the outstanding ack finished), so a later event of that partition can never overtake
+//!   an earlier one.
+//! * **Nothing blocks forever.** Every sink call runs under `request_timeout`; a timed-out or
+//!   failed round backs off (capped exponential, jittered) and counts towards the circuit
+//!   breaker, which stops calls while open and lets one probe through after the cool-down.
+//! * **Poison never blocks the queue.** Undecodable records, records over `max_record_bytes` and
+//!   records the broker rejects as non-retriable go to the dead-letter tree with the reason. A
+//!   rejected batch is bisected to isolate the records at fault.
+//!
+//! The sink is a trait so the loop can be tested against an in-memory sink; the real one is
+//! [`kafka::KafkaSink`].
+
+pub mod backoff;
+pub mod breaker;
+pub mod kafka;
+pub mod partition;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaConfig;
+use crate::events::Envelope;
+use crate::metrics;
+use crate::queue::{self, Outbox, Peeked};
+
+use self::backoff::Backoff;
+use self::breaker::{Breaker, Circuit};
+pub use self::status::{Connectivity, Snapshot, Status};
+
+/// Why a sink call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// Try again later (connection, timeout, leader moved, topic missing, …).
+    #[error("{0}")]
+    Retriable(String),
+    /// These records will never be accepted (too large, invalid topic, not authorized).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Where the drain sends events. Implementations enforce their own deadlines too.
+pub trait EventSink: Send + Sync + 'static {
+    /// Number of partitions of `topic`, creating the topic first if it does not exist.
+    fn partitions(&self, topic: &str) -> impl Future<Output = Result<i32, SinkError>> + Send;
+    /// Write `events` to one partition, in order; `Ok` means the broker acknowledged all of them.
+    fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        events: &[Envelope],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// A cheap round-trip that tells whether Kafka is reachable (used while idle).
+    fn probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Bytes this event occupies as a record (key, value, headers).
+    fn record_size(&self, event: &Envelope) -> usize;
+}
+
+/// Why the drain stopped. Only the outbox closing stops it before cancellation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Queue(#[from] queue::Error),
+}
+
+/// The drain's knobs, from `[kafka]`.
+#[derive(Debug, Clone)]
+pub struct DrainConfig {
+    pub max_records: usize,
+    pub max_bytes: u64,
+    pub linger: Duration,
+    pub max_record_bytes: u64,
+    pub request_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+    /// While idle, Kafka is probed this often so health reflects reality.
+    pub idle_probe: Duration,
+    /// How long the last pass at shutdown may take.
+    pub shutdown_deadline: Duration,
+}
+
+impl From<&KafkaConfig> for DrainConfig {
+    fn from(k: &KafkaConfig) -> Self {
+        let ms = Duration::from_millis;
+        DrainConfig {
+            max_records: k.batch_max_records as usize,
+            max_bytes: k.batch_max_bytes,
+            linger: ms(k.linger_ms),
+            max_record_bytes: k.max_record_bytes,
+            request_timeout: ms(k.request_timeout_ms),
+            backoff_initial: ms(k.backoff_initial_ms),
+            backoff_max: ms(k.backoff_max_ms),
+            breaker_threshold: k.breaker_failure_threshold,
+            breaker_cooldown: ms(k.breaker_cooldown_ms),
+            idle_probe: Duration::from_secs(15),
+            shutdown_deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Round {
+    /// Nothing was pending.
+    Idle,
+    /// Everything sent was acknowledged (`published`) or dead-lettered (`dead`).
+    Delivered { published: usize, dead: usize },
+    /// Some events could not be sent; they stay pending.
+    Failed { error: String, retried: usize },
+    /// The breaker is open; nothing was tried.
+    CircuitOpen,
+}
+
+/// The drain loop and its state.
+#[derive(Debug)]
+pub struct Drainer<S> {
+    outbox: Outbox,
+    sink: Arc<S>,
+    cfg: DrainConfig,
+    breaker: Breaker,
+    backoff: Backoff,
+    status: Arc<Status>,
+    /// Highest sequence number already sent in a successful round; the next peek starts above.
+    cursor: u64,
+    /// The outbox ack of the previous round, overlapping this round's produce.
+    ack_in_flight: Option<JoinHandle<queue::Result<()>>>,
+}
+
+/// The outcome of producing one partition's batch.
+#[derive(Debug, Default)]
+struct Outcome {
+    acked: Vec<u64>,
+    failed: Vec<u64>,
+    dead: Vec<(u64, String)>,
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn merge(&mut self, other: Outcome) {
+        self.acked.extend(other.acked);
+        self.failed.extend(other.failed);
+        self.dead.extend(other.dead);
+        if self.error.is_none() {
+            self.error = other.error;
+        }
+    }
+}
+
+impl<S: EventSink> Drainer<S> {
+    pub fn new(outbox: Outbox, sink: Arc<S>, cfg: DrainConfig, status: Arc<Status>) -> Self {
+        Drainer {
+            breaker: Breaker::new(cfg.breaker_threshold, cfg.breaker_cooldown),
+            backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
+            outbox,
+            sink,
+            cfg,
+            status,
+            cursor: 0,
+            ack_in_flight: None,
+        }
+    }
+
+    /// Drain until cancelled, then make a last pass under `shutdown_deadline`.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
+        let mut last_contact = Instant::now() - self.cfg.idle_probe;
+        while !cancel.is_cancelled() {
+            let wait = match self.round().await? {
+                Round::Delivered { .. } => {
+                    last_contact = Instant::now();
+                    continue;
+                }
+                Round::Idle => {
+                    if last_contact.elapsed() >= self.cfg.idle_probe {
+                        last_contact = Instant::now();
+                        self.probe().await;
+                    }
+                    self.cfg.idle_probe
+                }
+                Round::Failed { .. } => self.backoff.next_delay(),
+                Round::CircuitOpen => self
+                    .breaker
+                    .retry_at()
+                    .map_or(self.cfg.breaker_cooldown, |t| {
+                        t.saturating_duration_since(Instant::now())
+                    }),
+            };
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = self.outbox.appended(), if wait == self.cfg.idle_probe => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.last_pass().await;
+        Ok(())
+    }
+
+    /// At shutdown: deliver what is possible within the deadline; the rest stays on disk.
+    async fn last_pass(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.cfg.shutdown_deadline;
+        let pass = async { while let Ok(Round::Delivered { .. }) = self.round().await {} };
+        if tokio::time::timeout_at(deadline, pass).await.is_err() {
+            tracing::info!("last drain pass stopped at its deadline; the rest stays queued");
+        }
+        let _ = self.settle_ack().await;
+    }
+
+    /// One round: peek, produce, ack. Public so tests can drive the drain step by step.
+    pub async fn round(&mut self) -> Result<Round, Error> {
+        let permitted = self.breaker.permits(Instant::now());
+        self.status.circuit(self.breaker.state(Instant::now()));
+        if !permitted {
+            return Ok(Round::CircuitOpen);
+        }
+        let mut batch = self.peek().await?;
+        if !batch.is_empty() && batch.len() < self.cfg.max_records && !self.cfg.linger.is_zero() {
+            tokio::time::sleep(self.cfg.linger).await;
+            batch = self.peek().await?;
+        }
+        if batch.is_empty() {
+            if self.breaker.state(Instant::now()) == Circuit::HalfOpen {
+                self.probe().await;
+            }
+            return Ok(Round::Idle);
+        }
+        let top = batch.last().map(Peeked::seq).unwrap_or(self.cursor);
+        let outcome = self.deliver(batch).await;
+        self.settle_ack().await?;
+        let (published, dead) = (outcome.acked.len(), outcome.dead.len());
+        self.status.dead_lettered(dead as u64);
+        metrics::dead_lettered(dead as u64);
+        if let Some((seq, reason)) = outcome.dead.first() {
+            tracing::warn!(seq, reason = %reason, count = dead, "events dead-lettered");
+        }
+        if !outcome.failed.is_empty() {
+            let error = outcome.error.unwrap_or_else(|| "unknown failure".into());
+            let retried = outcome.failed.len();
+            self.outbox.ack(outcome.acked).await?;
+            self.outbox.dead_letter(outcome.dead).await?;
+            self.outbox.record_failure(outcome.failed).await?;
+            self.cursor = 0;
+            self.breaker.on_failure(Instant::now());
+            let circuit = self.breaker.state(Instant::now());
+            self.status
+                .failure(&error, retried as u64, published as u64, circuit);
+            metrics::publish_failed(retried as u64);
+            tracing::warn!(error = %error, retried, published, ?circuit, "publish round failed");
+            return Ok(Round::Failed { error, retried });
+        }
+        self.cursor = top;
+        self.ack_in_flight = Some(self.spawn_ack(outcome.acked, outcome.dead));
+        self.breaker.on_success();
+        self.backoff.reset();
+        self.status.success(published as u64, Circuit::Closed);
+        Ok(Round::Delivered { published, dead })
+    }
+
+    /// Events after the cursor, on the blocking pool.
+    async fn peek(&mut self) -> Result<Vec<Peeked>, Error> {
+        if self.cursor == 0 {
+            // Retrying from the start: the previous ack must have landed, or acked events
+            // would be sent again.
+            self.settle_ack().await?;
+        }
+        let (outbox, after) = (self.outbox.clone(), self.cursor);
+        let (records, bytes) = (self.cfg.max_records, self.cfg.max_bytes);
+        let peeked = tokio::task::spawn_blocking(move || outbox.peek_after(after, records, bytes))
+            .await
+            .map_err(|e| queue::Error::Storage(sled::Error::ReportableBug(e.to_string())))??;
+        Ok(peeked)
+    }
+
+    async fn settle_ack(&mut self) -> Result<(), Error> {
+        if let Some(handle) = self.ack_in_flight.take() {
+            handle
+                .await
+                .map_err(|e| queue::Error::Storage(sled::Error::ReportableBug(e.to_string())))??;
+        }
+        Ok(())
+    }
+
+    fn spawn_ack(
+        &self,
+        acked: Vec<u64>,
+        dead: Vec<(u64, String)>,
+    ) -> JoinHandle<queue::Result<()>> {
+        let outbox = self.outbox.clone();
+        tokio::spawn(async move {
+            if !dead.is_empty() {
+                outbox.dead_letter(dead).await?;
+            }
+            outbox.ack(acked).await
+        })
+    }
+
+    async fn probe(&mut self) {
+        match tokio::time::timeout(self.cfg.request_timeout, self.sink.probe()).await {
+            Ok(Ok(())) => {
+                self.breaker.on_success();
+                self.status.success(0, Circuit::Closed);
+            }
+            Ok(Err(e)) => self.probe_failed(&e.to_string()),
+            Err(_) => self.probe_failed("probe timed out"),
+        }
+    }
+
+    fn probe_failed(&mut self, error: &str) {
+        self.breaker.on_failure(Instant::now());
+        let circuit = self.breaker.state(Instant::now());
+        self.status.failure(error, 0, 0, circuit);
+        tracing::debug!(error, "kafka probe failed");
+    }
+
+    /// Sort the batch into dead letters and per-partition groups, then produce the groups.
+    async fn deliver(&self, batch: Vec<Peeked>) -> Outcome {
+        let mut out = Outcome::default();
+        let mut groups: BTreeMap<(String, i32), Vec<Envelope>> = BTreeMap::new();
+        let mut broken_topics: BTreeMap<String, SinkError> = BTreeMap::new();
+        for p in batch {
+            let e = match p {
+                Peeked::Corrupt { seq, reason } => {
+                    out.dead.push((seq, reason));
+                    continue;
+                }
+                Peeked::Event(e) => e,
+            };
+            let size = self.sink.record_size(&e) as u64;
+            if size > self.cfg.max_record_bytes {
+                let reason = format!(
+                    "record of {size} bytes exceeds kafka.max_record_bytes ({})",
+                    self.cfg.max_record_bytes
+                );
+                out.dead.push((e.seq, reason));
+                continue;
+            }
+            if !broken_topics.contains_key(&e.topic) {
+                match self.partitions(&e.topic).await {
+                    Ok(n) => {
+                        let p = partition::partition_for_key(e.key.as_bytes(), n);
+                        groups.entry((e.topic.clone(), p)).or_default().push(e);
+                        continue;
+                    }
+                    Err(err) => {
+                        broken_topics.insert(e.topic.clone(), err);
+                    }
+                }
+            }
+            match &broken_topics[&e.topic] {
+                SinkError::Rejected(r) => out.dead.push((e.seq, r.clone())),
+                SinkError::Retriable(r) => {
+                    out.failed.push(e.seq);
+                    out.error.get_or_insert_with(|| r.clone());
+                }
+            }
+        }
+        let sends = groups
+            .into_iter()
+            .map(|((topic, p), events)| self.produce_bisecting(topic, p, events));
+        for o in futures_util::future::join_all(sends).await {
+            out.merge(o);
+        }
+        out
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<i32, SinkError> {
+        match tokio::time::timeout(self.cfg.request_timeout, self.sink.partitions(topic)).await {
+            Ok(r) => r,
+            Err(_) => Err(SinkError::Retriable(format!(
+                "metadata for {topic} timed out"
+            ))),
+        }
+    }
+
+    /// Produce one partition's events; on a rejection, split to isolate the culprits. Once a
+    /// part fails retriably, the parts after it are not sent (they would overtake it).
+    async fn produce_bisecting(
+        &self,
+        topic: String,
+        partition: i32,
+        events: Vec<Envelope>,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        let mut work = vec![events];
+        while let Some(part) = work.pop() {
+            if out.error.is_some() {
+                out.failed.extend(part.iter().map(|e| e.seq));
+                continue;
+            }
+            let started = Instant::now();
+            let sent = tokio::time::timeout(
+                self.cfg.request_timeout,
+                self.sink.produce(&topic, partition, &part),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(SinkError::Retriable(format!(
+                    "produce to {topic}/{partition} timed out"
+                )))
+            });
+            match sent {
+                Ok(()) => {
+                    metrics::published(part.len() as u64, started.elapsed());
+                    out.acked.extend(part.iter().map(|e| e.seq));
+                }
+                Err(SinkError::Retriable(e)) => {
+                    out.failed.extend(part.iter().map(|e| e.seq));
+                    out.error = Some(e);
+                }
+                Err(SinkError::Rejected(reason)) if part.len() == 1 => {
+                    out.dead.push((part[0].seq, reason));
+                }
+                Err(SinkError::Rejected(_)) => {
+                    let mut part = part;
+                    let second = part.split_off(part.len() / 2);
+                    work.push(second);
+                    work.push(part);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,121 @@
+//! What the publisher knows about Kafka, for the health endpoint, metrics and live clients.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::breaker::Circuit;
+use crate::metrics;
+
+/// A point-in-time copy of the publisher's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub circuit: Circuit,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub published_total: u64,
+    pub retried_total: u64,
+    pub dead_lettered_total: u64,
+}
+
+/// The state live clients are told about when it changes (`kafka.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connectivity {
+    pub circuit: Circuit,
+    /// Whether the last attempt to reach Kafka succeeded.
+    pub reachable: bool,
+}
+
+/// Shared, updated by the publisher, read by everyone else.
+#[derive(Debug)]
+pub struct Status {
+    inner: Mutex<Snapshot>,
+    changes: watch::Sender<Connectivity>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        let snapshot = Snapshot {
+            circuit: Circuit::Closed,
+            last_success_at: None,
+            last_failure_at: None,
+            last_error: None,
+            consecutive_failures: 0,
+            published_total: 0,
+            retried_total: 0,
+            dead_lettered_total: 0,
+        };
+        let (changes, _) = watch::channel(Connectivity {
+            circuit: Circuit::Closed,
+            reachable: false,
+        });
+        Status {
+            inner: Mutex::new(snapshot),
+            changes,
+        }
+    }
+}
+
+impl Status {
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().clone()
+    }
+
+    /// Follow connectivity changes.
+    pub fn watch(&self) -> watch::Receiver<Connectivity> {
+        self.changes.subscribe()
+    }
+
+    pub(super) fn success(&self, published: u64, circuit: Circuit) {
+        let mut s = self.lock();
+        s.last_success_at = Some(Utc::now());
+        s.consecutive_failures = 0;
+        s.published_total += published;
+        self.set_circuit(&mut s, circuit, true);
+    }
+
+    /// A round failed for `retried` events; `published` others of it went through.
+    pub(super) fn failure(&self, error: &str, retried: u64, published: u64, circuit: Circuit) {
+        let mut s = self.lock();
+        s.published_total += published;
+        s.last_failure_at = Some(Utc::now());
+        s.last_error = Some(error.to_string());
+        s.consecutive_failures += 1;
+        s.retried_total += retried;
+        self.set_circuit(&mut s, circuit, false);
+    }
+
+    pub(super) fn dead_lettered(&self, n: u64) {
+        self.lock().dead_lettered_total += n;
+    }
+
+    pub(super) fn circuit(&self, circuit: Circuit) {
+        let mut s = self.lock();
+        let reachable = self.changes.borrow().reachable;
+        self.set_circuit(&mut s, circuit, reachable);
+    }
+
+    fn set_circuit(&self, s: &mut Snapshot, circuit: Circuit, reachable: bool) {
+        if s.circuit != circuit {
+            tracing::info!(from = ?s.circuit, to = ?circuit, "kafka circuit changed");
+            metrics::circuit_changed(circuit);
+        }
+        s.circuit = circuit;
+        self.changes.send_if_modified(|c| {
+            let next = Connectivity { circuit, reachable };
+            let changed = *c != next;
+            *c = next;
+            changed
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
