@@ -2,16 +2,20 @@
 //!
 //! # Lifecycle
 //!
-//! [`App::build`] takes the data directory (refusing one another process owns), opens local
-//! storage and binds the HTTP listener, so that every startup error surfaces before anything runs
-//! and tests can bind port 0 and read [`App::local_addr`]. [`App::run_until`] serves until the
-//! shutdown future resolves, then shuts down in order:
+//! [`App::build`] takes the data directory (refusing one another process owns), opens the outbox
+//! and binds the HTTP listener, so that every startup error surfaces before anything runs and
+//! tests can bind port 0 and read [`App::local_addr`]. Nothing connects to Kafka here: the
+//! publisher connects lazily, so the gateway starts and serves without a broker.
+//! [`App::run_until`] serves and drains until the shutdown future resolves, then shuts down in
+//! order:
 //!
 //! 1. readiness turns false and the listener closes (no new requests);
 //! 2. in-flight requests finish, up to `http.shutdown_grace_ms`;
-//! 3. storage is flushed and closed; the data directory is released.
+//! 3. the publisher makes a last pass under a short deadline and stops;
+//! 4. the outbox writer finishes queued writes, flushes and stops;
+//! 5. the data directory is released.
 //!
-//! Whatever is not yet acknowledged by Kafka stays on disk for the next start.
+//! Whatever Kafka has not acknowledged stays on disk for the next start.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,16 +23,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::datadir::{DataDir, DataDirError};
+use crate::delivery;
 use crate::http::{self, Api, Lifecycle};
+use crate::metrics;
+use crate::publisher::{self, DrainConfig, Drainer, kafka::KafkaSink};
+use crate::queue::{self, Outbox};
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Storage(#[from] queue::Error),
+    #[error("kafka configuration: {0}")]
+    Kafka(#[from] publisher::kafka::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -43,13 +56,19 @@ pub struct App {
     data_dir: DataDir,
     listener: TcpListener,
     local_addr: SocketAddr,
-    lifecycle: Arc<Lifecycle>,
+    outbox: Outbox,
+    sink: Arc<KafkaSink>,
 }
 
 impl App {
     /// Take the data directory, open storage and bind the listener.
     pub async fn build(settings: Settings) -> Result<App, AppError> {
         let data_dir = DataDir::acquire(&settings.storage.data_dir)?;
+        let (db_path, storage) = (data_dir.db_path(), settings.storage.clone());
+        let outbox = tokio::task::spawn_blocking(move || Outbox::open(&db_path, &storage, &[]))
+            .await
+            .expect("opening storage does not panic")?;
+        let sink = Arc::new(KafkaSink::new(&settings.kafka)?);
         let bind_err = |source| AppError::Bind {
             addr: settings.http.bind.clone(),
             source,
@@ -63,13 +82,19 @@ impl App {
             data_dir,
             listener,
             local_addr,
-            lifecycle: Arc::new(Lifecycle::default()),
+            outbox,
+            sink,
         })
     }
 
     /// The address the HTTP API listens on (the real port when `http.bind` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle to the outbox (tests and embedding programs inspect it).
+    pub fn outbox(&self) -> Outbox {
+        self.outbox.clone()
     }
 
     /// Serve until `shutdown` resolves, then shut down in order (see the module docs).
@@ -82,11 +107,25 @@ impl App {
             data_dir,
             listener,
             local_addr,
-            lifecycle,
+            outbox,
+            sink,
         } = self;
+        let lifecycle = Arc::new(Lifecycle::default());
+        let delivery = Arc::new(delivery::Status::default());
+        let stop_drain = CancellationToken::new();
+        let drainer = Drainer::new(
+            outbox.clone(),
+            sink,
+            DrainConfig::from(&settings.kafka),
+            delivery.clone(),
+        );
+        let drain = tokio::spawn(drainer.run(stop_drain.clone()));
+
         let api = Api {
             lifecycle: lifecycle.clone(),
-            storage_check: Arc::new(|| Ok(())),
+            outbox: outbox.clone(),
+            delivery,
+            metrics: metrics::install(),
         };
         if let Err(e) = data_dir.publish_address(local_addr) {
             tracing::warn!(cause = %e, "cannot record the gateway address for the operator CLI");
@@ -109,8 +148,16 @@ impl App {
             );
         }
 
+        stop_drain.cancel();
+        match drain.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(cause = %e, "publisher stopped with an error"),
+            Err(e) => tracing::error!(cause = %e, "publisher task failed"),
+        }
+        outbox.shutdown().await;
+        let left = outbox.stats().pending_events;
         data_dir.retract_address();
-        tracing::info!("routegate stopped");
+        tracing::info!(queued = left, "routegate stopped");
         Ok(())
     }
 }

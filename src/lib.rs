@@ -23,6 +23,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub mod delivery;
 pub mod events;
 pub mod http;
 pub mod metrics;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::publisher::breaker::Circuit;
+use crate::delivery::Circuit;
 use crate::queue::Stats;
 
 /// Latency buckets (seconds) for Kafka publishes and HTTP requests.

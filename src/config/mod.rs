@@ -307,7 +307,7 @@ impl Default for Settings {
             },
             log: LogConfig {
                 format: LogFormat::Text,
-                filter: "info,warp=warn,hyper=warn,rskafka=warn".into(),
+                filter: "info,warp=warn,hyper=warn,rskafka=error".into(),
             },
         }
     }

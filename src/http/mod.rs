@@ -7,13 +7,18 @@
 
 pub mod error;
 pub mod health;
+pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use warp::Filter;
+
+use crate::delivery;
+use crate::queue::Outbox;
 
 pub use health::{Check, Lifecycle};
 
@@ -21,8 +26,9 @@ pub use health::{Check, Lifecycle};
 #[derive(Clone)]
 pub struct Api {
     pub lifecycle: Arc<Lifecycle>,
-    /// Readiness of local storage.
-    pub storage_check: Check,
+    pub outbox: Outbox,
+    pub delivery: Arc<delivery::Status>,
+    pub metrics: PrometheusHandle,
 }
 
 impl std::fmt::Debug for Api {
@@ -35,7 +41,23 @@ impl std::fmt::Debug for Api {
 pub fn routes(
     api: Api,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
-    health::routes(api.lifecycle.clone(), api.storage_check.clone()).recover(error::recover)
+    let outbox = api.outbox.clone();
+    let storage: Check = Arc::new(move || {
+        if outbox.is_healthy() {
+            Ok(())
+        } else {
+            Err("the outbox writer stopped".into())
+        }
+    });
+    health::routes(api.lifecycle.clone(), storage)
+        .or(status::kafka_health(
+            api.outbox.clone(),
+            api.delivery.clone(),
+        ))
+        .unify()
+        .or(status::metrics(api.outbox.clone(), api.metrics.clone()))
+        .unify()
+        .recover(error::recover)
 }
 
 /// Serve `routes` on `listener` until `shutdown` resolves; then stop accepting and wait up to

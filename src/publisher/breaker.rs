@@ -12,27 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-/// The breaker's externally visible state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Circuit {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl Circuit {
-    /// Gauge value: 0 closed, 1 half-open, 2 open.
-    pub fn gauge(self) -> f64 {
-        match self {
-            Circuit::Closed => 0.0,
-            Circuit::HalfOpen => 1.0,
-            Circuit::Open => 2.0,
-        }
-    }
-}
+pub use crate::delivery::Circuit;
 
 #[derive(Debug, Clone)]
 pub struct Breaker {

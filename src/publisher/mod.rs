@@ -35,7 +35,6 @@ pub mod backoff;
 pub mod breaker;
 pub mod kafka;
 pub mod partition;
-mod status;
 
 #[cfg(test)]
 mod tests;
@@ -49,13 +48,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
+use crate::delivery::Status;
 use crate::events::Envelope;
 use crate::metrics;
 use crate::queue::{self, Outbox, Peeked};
 
 use self::backoff::Backoff;
 use self::breaker::{Breaker, Circuit};
-pub use self::status::{Connectivity, Snapshot, Status};
 
 /// Why a sink call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,22 +190,33 @@ impl<S: EventSink> Drainer<S> {
         }
     }
 
-    /// Drain until cancelled, then make a last pass under `shutdown_deadline`.
+    /// Drain until cancelled, then make a last pass under `shutdown_deadline` if Kafka looked
+    /// healthy. Cancellation interrupts a round at once: nothing is acked that Kafka did not
+    /// acknowledge, so an interrupted produce at worst sends a batch twice.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
         let mut last_contact = Instant::now() - self.cfg.idle_probe;
-        while !cancel.is_cancelled() {
-            let wait = match self.round().await? {
+        let mut healthy = true;
+        loop {
+            let round = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                r = self.round() => r?,
+            };
+            healthy = matches!(round, Round::Delivered { .. } | Round::Idle);
+            let wait = match round {
                 Round::Delivered { .. } => {
                     last_contact = Instant::now();
                     continue;
                 }
-                Round::Idle => {
-                    if last_contact.elapsed() >= self.cfg.idle_probe {
-                        last_contact = Instant::now();
-                        self.probe().await;
+                Round::Idle if last_contact.elapsed() >= self.cfg.idle_probe => {
+                    last_contact = Instant::now();
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = self.probe() => {}
                     }
-                    self.cfg.idle_probe
+                    continue;
                 }
+                Round::Idle => self.cfg.idle_probe.saturating_sub(last_contact.elapsed()),
                 Round::Failed { .. } => self.backoff.next_delay(),
                 Round::CircuitOpen => self
                     .breaker
@@ -215,24 +225,27 @@ impl<S: EventSink> Drainer<S> {
                         t.saturating_duration_since(Instant::now())
                     }),
             };
+            let idle = matches!(round, Round::Idle);
             tokio::select! {
-                () = cancel.cancelled() => {}
-                () = self.outbox.appended(), if wait == self.cfg.idle_probe => {}
+                () = cancel.cancelled() => break,
+                () = self.outbox.appended(), if idle => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
-        self.last_pass().await;
+        if healthy && self.breaker.state(Instant::now()) == Circuit::Closed {
+            self.last_pass().await;
+        }
+        let _ = self.settle_ack().await;
         Ok(())
     }
 
     /// At shutdown: deliver what is possible within the deadline; the rest stays on disk.
     async fn last_pass(&mut self) {
-        let deadline = tokio::time::Instant::now() + self.cfg.shutdown_deadline;
+        let deadline = self.cfg.shutdown_deadline;
         let pass = async { while let Ok(Round::Delivered { .. }) = self.round().await {} };
-        if tokio::time::timeout_at(deadline, pass).await.is_err() {
+        if tokio::time::timeout(deadline, pass).await.is_err() {
             tracing::info!("last drain pass stopped at its deadline; the rest stays queued");
         }
-        let _ = self.settle_ack().await;
     }
 
     /// One round: peek, produce, ack. Public so tests can drive the drain step by step.
@@ -300,11 +313,13 @@ impl<S: EventSink> Drainer<S> {
         Ok(peeked)
     }
 
+    /// Wait for the previous round's outbox ack. The handle is dropped only once it finished,
+    /// so an interrupted wait is resumed by the next call.
     async fn settle_ack(&mut self) -> Result<(), Error> {
-        if let Some(handle) = self.ack_in_flight.take() {
-            handle
-                .await
-                .map_err(|e| queue::Error::Storage(sled::Error::ReportableBug(e.to_string())))??;
+        if let Some(handle) = &mut self.ack_in_flight {
+            let done = handle.await;
+            self.ack_in_flight = None;
+            done.map_err(|e| queue::Error::Storage(sled::Error::ReportableBug(e.to_string())))??;
         }
         Ok(())
     }

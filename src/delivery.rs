@@ -1,4 +1,8 @@
-//! What the publisher knows about Kafka, for the health endpoint, metrics and live clients.
+//! Delivery status: what the publisher knows about Kafka, for the health endpoint, metrics and
+//! live clients.
+//!
+//! The publisher writes it and everyone else reads it; it lives outside both so that `http` and
+//! `publisher` never import each other (they meet only through `queue` and here).
 
 use std::sync::Mutex;
 
@@ -6,8 +10,27 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::breaker::Circuit;
 use crate::metrics;
+
+/// The circuit breaker's externally visible state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Circuit {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl Circuit {
+    /// Gauge value: 0 closed, 1 half-open, 2 open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            Circuit::Closed => 0.0,
+            Circuit::HalfOpen => 1.0,
+            Circuit::Open => 2.0,
+        }
+    }
+}
 
 /// A point-in-time copy of the publisher's status.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,7 +95,7 @@ impl Status {
         self.changes.subscribe()
     }
 
-    pub(super) fn success(&self, published: u64, circuit: Circuit) {
+    pub fn success(&self, published: u64, circuit: Circuit) {
         let mut s = self.lock();
         s.last_success_at = Some(Utc::now());
         s.consecutive_failures = 0;
@@ -81,7 +104,7 @@ impl Status {
     }
 
     /// A round failed for `retried` events; `published` others of it went through.
-    pub(super) fn failure(&self, error: &str, retried: u64, published: u64, circuit: Circuit) {
+    pub fn failure(&self, error: &str, retried: u64, published: u64, circuit: Circuit) {
         let mut s = self.lock();
         s.published_total += published;
         s.last_failure_at = Some(Utc::now());
@@ -91,11 +114,11 @@ impl Status {
         self.set_circuit(&mut s, circuit, false);
     }
 
-    pub(super) fn dead_lettered(&self, n: u64) {
+    pub fn dead_lettered(&self, n: u64) {
         self.lock().dead_lettered_total += n;
     }
 
-    pub(super) fn circuit(&self, circuit: Circuit) {
+    pub fn circuit(&self, circuit: Circuit) {
         let mut s = self.lock();
         let reachable = self.changes.borrow().reachable;
         self.set_circuit(&mut s, circuit, reachable);
