@@ -157,8 +157,8 @@ impl Layered {
         flatten("", &self.table, &mut leaves);
         for (key, value) in leaves {
             let (section, name) = key.rsplit_once('.').unwrap_or(("", &key));
-            let value = if SECRET_KEYS.contains(&key.as_str()) && value.as_str() != Some("") {
-                Value::String("***".into())
+            let value = if SECRET_KEYS.contains(&key.as_str()) {
+                redact(value)
             } else {
                 value
             };
@@ -177,6 +177,15 @@ impl Layered {
             out.push('\n');
         }
         out
+    }
+}
+
+/// Replace a secret with `***`, keeping emptiness visible (an empty list stays empty).
+fn redact(value: Value) -> Value {
+    match value {
+        Value::String(s) if s.is_empty() => Value::String(s),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
+        _ => Value::String("***".into()),
     }
 }
 
@@ -547,18 +556,29 @@ mod tests {
                 ("ROUTEGATE_KAFKA_SASL_MECHANISM", "plain"),
                 ("ROUTEGATE_KAFKA_SASL_USERNAME", "svc"),
                 ("ROUTEGATE_KAFKA_SASL_PASSWORD", "hunter2"),
+                ("ROUTEGATE_HTTP_API_TOKENS", "token-aaaaaaaaaaaaaaaa,token-bbbbbbbbbbbbbbbb"),
             ]),
             ..Default::default()
         })
         .unwrap();
         let text = l.render();
         assert!(!text.contains("hunter2"));
+        assert!(!text.contains("token-aaaa"));
+        assert!(text.contains("api_tokens = [\"***\", \"***\"]"), "{text}");
         assert!(text.contains("password = \"***\""));
         let parsed: Table = toml::from_str(&text).unwrap();
         assert_eq!(
             lookup(&parsed, "kafka.sasl.username").unwrap().as_str(),
             Some("svc")
         );
+    }
+
+    #[test]
+    fn the_readme_documents_every_key() {
+        let readme = include_str!("../../README.md");
+        for (key, _) in keys() {
+            assert!(readme.contains(&format!("| `{key}` |")), "README lacks {key}");
+        }
     }
 
     #[test]

@@ -88,6 +88,19 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// How long graceful shutdown waits for in-flight requests before it stops waiting.
     pub shutdown_grace_ms: u64,
+    /// Bearer tokens accepted on `/traffic` and the WebSocket; empty means no authentication.
+    /// Secret: redacted by `routegate config`, never logged.
+    pub api_tokens: Vec<String>,
+    /// A file with more tokens, one per line (`#` comments allowed), read at startup.
+    pub api_tokens_file: String,
+    /// Origins allowed by CORS (`*` for any); empty disables CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Sustained requests per second allowed per client address; 0 disables the limit.
+    pub rate_limit_per_second: u32,
+    /// Requests a client may burst above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Longest string accepted in a JSON field (ids, addresses, notes).
+    pub max_string_length: u32,
 }
 
 /// The on-disk state: the outbox, the event log and the route store.
@@ -252,6 +265,12 @@ impl Default for Settings {
                 max_body_bytes: MIB,
                 request_timeout_ms: 30_000,
                 shutdown_grace_ms: 10_000,
+                api_tokens: Vec::new(),
+                api_tokens_file: String::new(),
+                cors_origins: Vec::new(),
+                rate_limit_per_second: 0,
+                rate_limit_burst: 100,
+                max_string_length: 1024,
             },
             storage: StorageConfig {
                 data_dir: PathBuf::from("./data/state"),
@@ -314,7 +333,7 @@ impl Default for Settings {
 }
 
 /// Keys whose values `routegate config` prints as `"***"` and that are never logged.
-pub const SECRET_KEYS: &[&str] = &["kafka.sasl.password"];
+pub const SECRET_KEYS: &[&str] = &["kafka.sasl.password", "http.api_tokens"];
 
 /// A failed range check: which key, and what is allowed.
 struct Violation(&'static str, String);
