@@ -556,7 +556,10 @@ mod tests {
                 ("ROUTEGATE_KAFKA_SASL_MECHANISM", "plain"),
                 ("ROUTEGATE_KAFKA_SASL_USERNAME", "svc"),
                 ("ROUTEGATE_KAFKA_SASL_PASSWORD", "hunter2"),
-                ("ROUTEGATE_HTTP_API_TOKENS", "token-aaaaaaaaaaaaaaaa,token-bbbbbbbbbbbbbbbb"),
+                (
+                    "ROUTEGATE_HTTP_API_TOKENS",
+                    "token-aaaaaaaaaaaaaaaa,token-bbbbbbbbbbbbbbbb",
+                ),
             ]),
             ..Default::default()
         })
@@ -577,7 +580,10 @@ mod tests {
     fn the_readme_documents_every_key() {
         let readme = include_str!("../../README.md");
         for (key, _) in keys() {
-            assert!(readme.contains(&format!("| `{key}` |")), "README lacks {key}");
+            assert!(
+                readme.contains(&format!("| `{key}` |")),
+                "README lacks {key}"
+            );
         }
     }
 

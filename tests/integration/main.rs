@@ -1,1 +1,6 @@
-//! The one integration test binary.
+//! The one integration test binary: every test that needs a socket, a child process or a real
+//! Kafka broker lives here, sharing one broker (see `harness::kafka`).
+
+mod harness;
+
+mod gateway;

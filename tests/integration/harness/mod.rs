@@ -1,0 +1,11 @@
+//! Test infrastructure shared by the integration tests.
+#![allow(
+    dead_code,
+    reason = "the harness offers helpers that only some test modules use"
+)]
+
+#[allow(
+    unsafe_code,
+    reason = "signals and PR_SET_PDEATHSIG for child processes"
+)]
+pub mod gateway;
