@@ -124,8 +124,7 @@ impl TestGateway {
     /// Graceful shutdown; returns the data directory for a restart.
     pub async fn stop(mut self) -> Dir {
         self.shutdown().await;
-        let dir = std::mem::replace(&mut self.dir, Dir::Borrowed(PathBuf::new()));
-        dir
+        std::mem::replace(&mut self.dir, Dir::Borrowed(PathBuf::new()))
     }
 
     /// Stop gracefully and start again on the same directory and settings.
