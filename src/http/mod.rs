@@ -5,6 +5,7 @@
 //! become responses. [`serve`] runs the server on a listener the caller bound (port 0 in tests)
 //! until the shutdown future resolves, then lets in-flight requests finish.
 
+pub mod auth;
 pub mod error;
 pub mod health;
 pub mod status;
