@@ -184,7 +184,7 @@ async fn a_single_node_restart_keeps_the_data_after_stop_and_after_kill_minus_ni
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_node_cluster_elects_a_new_leader_after_its_leader_is_killed_and_rskafka_produces_again()
+async fn killing_the_leader_of_three_nodes_elects_a_new_one_rskafka_produces_again_and_the_node_rejoins()
  {
     let cluster = KafkaCluster::start(3).await;
     let topic = kafka::unique_topic("failover");
@@ -209,10 +209,12 @@ async fn a_three_node_cluster_elects_a_new_leader_after_its_leader_is_killed_and
         values(&cluster.read_topic(&topic).await),
         [&b"before"[..], b"after"]
     );
+    cluster.start_node(old).await;
+    cluster.wait_for_isr(&topic, 0, 3, timeout).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn move_leader_moves_the_leadership_of_a_partition_on_a_three_node_cluster() {
+async fn move_leader_moves_leadership_on_three_nodes_and_stopping_a_follower_keeps_it() {
     let cluster = KafkaCluster::start(3).await;
     let topic = kafka::unique_topic("move-leader");
     cluster
@@ -238,6 +240,9 @@ async fn move_leader_moves_the_leadership_of_a_partition_on_a_three_node_cluster
         values(&cluster.read_topic(&topic).await),
         [&b"on 1"[..], b"on 2"]
     );
+    cluster.stop(1).await;
+    assert!(!cluster.is_running(1));
+    assert_eq!(cluster.leader_of(&topic, 0).await, Some(3));
 }
 
 fn sasl_builder(cluster: &KafkaCluster, sasl: SaslConfig) -> ClientBuilder {

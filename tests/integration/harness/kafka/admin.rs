@@ -139,6 +139,28 @@ impl KafkaCluster {
         }
     }
 
+    /// Polls until the partition has `n` in-sync replicas, e.g. after a node rejoined.
+    pub async fn wait_for_isr(&self, topic: &str, partition: i32, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let topic_description = self.describe_topic(topic).await;
+            let isr = topic_description
+                .partitions
+                .iter()
+                .find(|p| p.partition == partition)
+                .map(|p| p.isr.clone())
+                .unwrap_or_default();
+            if isr.len() >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}-{partition}: ISR {isr:?} did not reach {n} replicas in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sets a partition's replica list (Admin `alterPartitionReassignments`) and waits until the
     /// reassignment is done. The first replica becomes the preferred leader.
     pub async fn reassign(&self, topic: &str, partition: i32, replicas: &[i32]) {

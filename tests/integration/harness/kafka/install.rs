@@ -111,10 +111,13 @@ pub(crate) fn ensure_dir(
         return Ok(());
     }
     let started = std::time::Instant::now();
+    remove_temp_dirs(dir);
     let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    make(&tmp)?;
+    if let Err(message) = make(&tmp) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(message);
+    }
     fs::write(tmp.join(".stamp"), stamp).map_err(|e| format!("cannot write a stamp: {e}"))?;
     let _ = fs::remove_dir_all(dir);
     fs::rename(&tmp, dir).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
@@ -124,6 +127,20 @@ pub(crate) fn ensure_dir(
         started.elapsed()
     );
     Ok(())
+}
+
+/// Removes `<dir>.tmp-*` left by a build that was killed. Under the install lock no other
+/// build runs, so every such directory is garbage.
+fn remove_temp_dirs(dir: &Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn fetch_jars(pom: &Path, out: &Path) -> Result<(), String> {

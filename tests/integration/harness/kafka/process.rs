@@ -170,9 +170,17 @@ fn send_sigterm(pid: u32) {
     let _ = status;
 }
 
-/// `true` if a process with this pid exists (zombies included).
+/// `true` if a process with this pid exists and is not a zombie. A JVM whose parent died is
+/// a zombie until init reaps it; it runs no code any more, so it counts as gone.
 pub fn pid_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Format: `pid (comm) state ...`; comm may contain spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 /// The directory of this test process's clusters: `<home>/runs/<pid>`. The first call also
