@@ -15,7 +15,7 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::client::{ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 
-use crate::harness::kafka::{self, ConsumedRecord, KafkaCluster, pid_alive};
+use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster, pid_alive};
 
 /// Retries end after 30 s of backoff sleeps, so a broken broker fails the test instead of
 /// hanging it (rskafka's default retries forever).
@@ -479,4 +479,14 @@ fn unique_topics_are_unique_and_valid_kafka_topic_names() {
     assert_eq!(distinct.len(), names.len());
     let valid = |c: char| c.is_ascii_alphanumeric() || c == '-';
     assert!(names.iter().all(|n| n.len() < 250 && n.chars().all(valid)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "Invalid value 10 for configuration log.segment.bytes")]
+async fn a_broker_that_cannot_start_fails_the_test_with_the_tail_of_its_log() {
+    let options = ClusterOptions {
+        broker_properties: vec![("log.segment.bytes".into(), "10".into())],
+        ..ClusterOptions::default()
+    };
+    KafkaCluster::start_with(options).await;
 }

@@ -158,6 +158,9 @@ impl KafkaCluster {
                 Ok(cluster) if cluster["nodes"].as_array().map(Vec::len) == Some(expected) => {
                     return Ok(());
                 }
+                Err(error) if self.inner.tool.is_dead() => {
+                    return Err(StartError::Failed(self.failure(&error)));
+                }
                 Ok(_) | Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -212,9 +215,10 @@ impl KafkaCluster {
             self.inner.marker,
             self.inner.dir.display()
         );
-        for node in &self.inner.nodes {
-            let tail = log_tail(&node.log, 40);
-            message.push_str(&format!("--- tail of {} ---\n{tail}\n", node.log.display()));
+        let logs = self.inner.nodes.iter().map(|node| node.log.as_path());
+        for log in logs.chain([self.inner.tool.log()]) {
+            let tail = log_tail(log, 40);
+            message.push_str(&format!("--- tail of {} ---\n{tail}\n", log.display()));
         }
         message
     }

@@ -101,37 +101,10 @@ pub(crate) fn server_properties(
     options: &ClusterOptions,
     paths: &PropertyPaths<'_>,
 ) -> String {
-    let me = ports[id - 1];
     let voters: Vec<String> = (1..=ports.len())
         .map(|n| format!("{n}@127.0.0.1:{}", ports[n - 1].controller))
         .collect();
-    let mut listeners = vec![
-        format!("PLAINTEXT://127.0.0.1:{}", me.client),
-        format!("CONTROLLER://127.0.0.1:{}", me.controller),
-    ];
-    let mut protocols = vec!["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"];
-    for (name, port) in [
-        ("SASL", me.sasl),
-        ("SSL", me.ssl),
-        ("SASL_SSL", me.sasl_ssl),
-    ] {
-        if let Some(port) = port {
-            listeners.push(format!("{name}://127.0.0.1:{port}"));
-        }
-    }
-    if me.sasl.is_some() {
-        protocols.push("SASL:SASL_PLAINTEXT");
-    }
-    if me.ssl.is_some() {
-        protocols.push("SSL:SSL");
-    }
-    if me.sasl_ssl.is_some() {
-        protocols.push("SASL_SSL:SASL_SSL");
-    }
-    let listeners = listeners.join(",");
-    let replicas = ports.len().min(3);
-    let min_isr = if replicas >= 3 { 2 } else { 1 };
-
+    let (listeners, protocols) = listeners(&ports[id - 1]);
     let mut p = String::new();
     let mut set = |key: &str, value: &str| {
         let value = value.replace('\\', "\\\\");
@@ -144,40 +117,9 @@ pub(crate) fn server_properties(
     set("advertised.listeners", &listeners);
     set("inter.broker.listener.name", "PLAINTEXT");
     set("controller.listener.names", "CONTROLLER");
-    set("listener.security.protocol.map", &protocols.join(","));
+    set("listener.security.protocol.map", &protocols);
     set("log.dirs", &paths.data.display().to_string());
-    // A small machine: few threads, a small cleaner buffer (it is allocated eagerly).
-    set("num.network.threads", "2");
-    set("num.io.threads", "4");
-    set("log.cleaner.dedupe.buffer.size", "33554432");
-    set("auto.create.topics.enable", "true");
-    set("num.partitions", "1");
-    set("default.replication.factor", &replicas.to_string());
-    set("min.insync.replicas", &min_isr.to_string());
-    // Internal topics must fit the cluster, or consumer groups hang.
-    set("offsets.topic.replication.factor", &replicas.to_string());
-    set("offsets.topic.num.partitions", "1");
-    set(
-        "transaction.state.log.replication.factor",
-        &replicas.to_string(),
-    );
-    set("transaction.state.log.min.isr", &min_isr.to_string());
-    set("transaction.state.log.num.partitions", "1");
-    set(
-        "share.coordinator.state.topic.replication.factor",
-        &replicas.to_string(),
-    );
-    set(
-        "share.coordinator.state.topic.min.isr",
-        &min_isr.to_string(),
-    );
-    set("group.initial.rebalance.delay.ms", "0");
-    // Fence a dead broker within seconds (defaults 2000 / 9000 ms).
-    set("broker.heartbeat.interval.ms", "500");
-    set("broker.session.timeout.ms", "3000");
-    set("log.segment.bytes", "1048576");
-    set("log.retention.ms", "600000");
-    set("log.retention.check.interval.ms", "10000");
+    cluster_properties(&mut set, ports.len());
     if options.sasl {
         sasl_properties(&mut set, options.tls);
     }
@@ -191,6 +133,64 @@ pub(crate) fn server_properties(
         set(key, value);
     }
     p
+}
+
+/// `listeners` (also advertised: clients connect to what the metadata names) and
+/// `listener.security.protocol.map` of one node.
+fn listeners(me: &NodePorts) -> (String, String) {
+    let mut listeners = vec![
+        format!("PLAINTEXT://127.0.0.1:{}", me.client),
+        format!("CONTROLLER://127.0.0.1:{}", me.controller),
+    ];
+    let mut protocols = vec![
+        "CONTROLLER:PLAINTEXT".to_owned(),
+        "PLAINTEXT:PLAINTEXT".to_owned(),
+    ];
+    let secured = [
+        ("SASL", "SASL_PLAINTEXT", me.sasl),
+        ("SSL", "SSL", me.ssl),
+        ("SASL_SSL", "SASL_SSL", me.sasl_ssl),
+    ];
+    for (name, protocol, port) in secured {
+        if let Some(port) = port {
+            listeners.push(format!("{name}://127.0.0.1:{port}"));
+            protocols.push(format!("{name}:{protocol}"));
+        }
+    }
+    (listeners.join(","), protocols.join(","))
+}
+
+/// Sizing, replication and timing settings for a test cluster of `nodes` nodes.
+fn cluster_properties(set: &mut impl FnMut(&str, &str), nodes: usize) {
+    let replicas = nodes.min(3).to_string();
+    let min_isr = if nodes >= 3 { "2" } else { "1" };
+    // A small machine: few threads, a small cleaner buffer (it is allocated eagerly).
+    set("num.network.threads", "2");
+    set("num.io.threads", "4");
+    set("log.cleaner.dedupe.buffer.size", "33554432");
+    set("auto.create.topics.enable", "true");
+    set("num.partitions", "1");
+    set("default.replication.factor", &replicas);
+    set("min.insync.replicas", min_isr);
+    // Internal topics must fit the cluster, or consumer groups hang.
+    set("offsets.topic.replication.factor", &replicas);
+    set("offsets.topic.num.partitions", "1");
+    set("transaction.state.log.replication.factor", &replicas);
+    set("transaction.state.log.min.isr", min_isr);
+    set("transaction.state.log.num.partitions", "1");
+    set(
+        "share.coordinator.state.topic.replication.factor",
+        &replicas,
+    );
+    set("share.coordinator.state.topic.min.isr", min_isr);
+    set("group.initial.rebalance.delay.ms", "0");
+    // Fence a dead broker within seconds (defaults 2000 / 9000 ms).
+    set("broker.heartbeat.interval.ms", "500");
+    set("broker.session.timeout.ms", "3000");
+    // The 1 MiB minimum; short retention, test data is throwaway.
+    set("log.segment.bytes", "1048576");
+    set("log.retention.ms", "600000");
+    set("log.retention.check.interval.ms", "10000");
 }
 
 /// PLAIN users live in the listener's JAAS config; SCRAM users in the cluster metadata

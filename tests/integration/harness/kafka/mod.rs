@@ -29,11 +29,26 @@
 //! reason (`Watchdog.java`, `process.rs`). Every JVM command line carries
 //! `-Droutegate.kafka.harness=<pid>-<n>`: `pgrep -af routegate.kafka.harness` lists leftovers.
 //!
+//! # Ports
+//!
+//! No fixed ports: every listener (client, controller, and the SASL/SSL ones when asked for)
+//! gets a port the kernel hands out for `127.0.0.1:0`, so parallel test binaries and clusters
+//! never fight over 9092. A restarted node keeps its ports, so clients can reconnect.
+//! The shared broker has every listener (PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL), so tests of
+//! SASL and TLS need no broker of their own.
+//!
+//! # Timings measured on two shared cores
+//!
+//! First use: Maven fetch about 3 s, javac about 2 s, keytool about 2 s; cached afterwards.
+//! One node ready in 2.5 s on an idle machine (4-6 s under load), three nodes in 6-9 s. A
+//! SIGTERM'd node stops in under 1 s and is ready again in about 2 s; after kill -9 in 3-5 s.
+//! A killed leader is replaced after about 4 s (`broker.session.timeout.ms=3000`).
+//!
 //! # Files and cleanup
 //!
 //! A cluster lives in `<target>/kafka-harness/runs/<pid>/cluster-<pid>-<n>/` (configs, data,
 //! `node<N>.log`, `tool.log`). Dropping a cluster removes its directory unless the test is
-//! panicking. The first start of every test process removes the run directories of pids that
+//! panicking or the start failed. The first start of every test process removes the run directories of pids that
 //! no longer exist, so `target/` does not grow with every run.
 //!
 //! # Verifying with an independent client

@@ -175,6 +175,18 @@ impl ToolClient {
         }
     }
 
+    /// `true` once the tool JVM's stdout has ended: it will answer nothing any more.
+    pub fn is_dead(&self) -> bool {
+        self.pending
+            .lock()
+            .expect("tool pending map poisoned")
+            .closed
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.lock().expect("tool child poisoned").id()
     }
