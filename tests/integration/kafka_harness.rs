@@ -68,9 +68,17 @@ fn record(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &[u8])], m
 }
 
 async fn produce(client: &PartitionClient, records: Vec<Record>) -> Vec<i64> {
+    produce_compressed(client, records, Compression::NoCompression).await
+}
+
+async fn produce_compressed(
+    client: &PartitionClient,
+    records: Vec<Record>,
+    compression: Compression,
+) -> Vec<i64> {
     tokio::time::timeout(
         Duration::from_secs(60),
-        client.produce(records, Compression::NoCompression),
+        client.produce(records, compression),
     )
     .await
     .expect("rskafka produce hung for 60 s")
@@ -97,9 +105,12 @@ async fn records_produced_with_rskafka_are_read_back_byte_identical_by_the_indep
     let topic = kafka::unique_topic("byte-exact");
     cluster.create_topic(&topic, 2, 1).await;
     let not_utf8: &[u8] = &[0x00, 0xff, 0xfe, 0x80, b'\n', 0xc3, 0x28];
-    let batches: [(i32, Vec<Record>); 2] = [
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i * 31 % 251) as u8).collect();
+    // Partition 0 uncompressed, partition 1 zstd: the reader must undo what routegate may use.
+    let batches: [(i32, Compression, Vec<Record>); 2] = [
         (
             0,
+            Compression::NoCompression,
             vec![
                 record(
                     Some(b"k1"),
@@ -120,18 +131,22 @@ async fn records_produced_with_rskafka_are_read_back_byte_identical_by_the_indep
         ),
         (
             1,
-            vec![record(
-                Some(b"other"),
-                Some("ünïcödé ✓".as_bytes()),
-                &[("a", b"1"), ("b", b"2")],
-                1_600_000_000_000,
-            )],
+            Compression::Zstd,
+            vec![
+                record(
+                    Some(b"other"),
+                    Some("ünïcödé ✓".as_bytes()),
+                    &[("a", b"1"), ("b", b"2")],
+                    1_600_000_000_000,
+                ),
+                record(Some(b"big"), Some(&big), &[], 1_600_000_000_001),
+            ],
         ),
     ];
     let mut expected = Vec::new();
-    for (partition, records) in batches {
+    for (partition, compression, records) in batches {
         let client = plain_client(cluster, &topic, partition).await;
-        let offsets = produce(&client, records.clone()).await;
+        let offsets = produce_compressed(&client, records.clone(), compression).await;
         expected.extend(
             records
                 .into_iter()
@@ -152,7 +167,7 @@ async fn records_produced_with_rskafka_are_read_back_byte_identical_by_the_indep
     assert_eq!(read, expected);
     assert_eq!(
         read.iter().map(|r| r.offset).collect::<Vec<_>>(),
-        [0, 1, 2, 3, 4, 0]
+        [0, 1, 2, 3, 4, 0, 1]
     );
 }
 
