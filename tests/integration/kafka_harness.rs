@@ -287,7 +287,8 @@ async fn rskafka_produces_through_the_sasl_listener_with_plain_and_scram() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The default current-thread runtime on purpose: the harness must work there too.
+#[tokio::test]
 async fn the_sasl_listener_rejects_a_wrong_password_for_plain_and_scram() {
     let cluster = kafka::shared().await;
     let wrong = Credentials::new(cluster.sasl_user().username.into(), "wrong".into());

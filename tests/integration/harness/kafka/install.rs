@@ -143,13 +143,13 @@ fn remove_temp_dirs(dir: &Path) {
     }
 }
 
+const MAVEN_ADVICE: &str =
+    "Apache Maven 3.6.3+ (Debian/Ubuntu: `apt-get install maven`) and put `mvn` on PATH";
+
 fn fetch_jars(pom: &Path, out: &Path) -> Result<(), String> {
-    check_tool(
-        Command::new("mvn").arg("-v"),
-        "Apache Maven 3.6+ (Debian/Ubuntu: `apt-get install maven`) and make sure `mvn` is on PATH",
-    )?;
+    check_maven()?;
     let output = Command::new("mvn")
-        .args(["-q", "-B", "-f"])
+        .args(["-q", "-B", "-Dstyle.color=never", "-f"])
         .arg(pom)
         .arg("dependency:copy-dependencies")
         .arg(format!("-DoutputDirectory={}", out.display()))
@@ -167,6 +167,32 @@ fn fetch_jars(pom: &Path, out: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// maven-dependency-plugin 3.8.1 (pinned in the pom) needs Maven 3.6.3 or newer.
+fn check_maven() -> Result<(), String> {
+    let printed = check_tool(
+        Command::new("mvn").args(["-B", "-Dstyle.color=never", "-v"]),
+        MAVEN_ADVICE,
+    )?;
+    // `mvn -v` may colour its output; read only the digits and dots after the name.
+    let version: Option<Vec<u32>> = printed.split_once("Apache Maven ").map(|(_, rest)| {
+        let number: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        number
+            .split('.')
+            .map_while(|part| part.parse().ok())
+            .collect()
+    });
+    match version {
+        Some(version) if version >= vec![3, 6, 3] => Ok(()),
+        _ => Err(format!(
+            "Kafka test harness: `mvn -v` shows no Maven 3.6.3+ (it printed {printed:?}). \
+             Install {MAVEN_ADVICE}."
+        )),
+    }
 }
 
 fn compile(java: &Path, libs: &Path, sources: &[PathBuf], out: &Path) -> Result<(), String> {
