@@ -317,8 +317,10 @@ async fn the_sasl_listener_rejects_a_wrong_password_for_plain_and_scram() {
 }
 
 fn tls_config(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
         roots
             .add(cert.expect("the harness CA is valid PEM"))
             .expect("a usable CA certificate");
