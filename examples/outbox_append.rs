@@ -115,7 +115,8 @@ async fn run_naive(writers: usize, events: usize) -> Figures {
                 for i in 0..per_writer {
                     let t = Instant::now();
                     let id = db.generate_id().expect("id");
-                    tree.insert(id.to_be_bytes(), value.as_slice()).expect("insert");
+                    tree.insert(id.to_be_bytes(), value.as_slice())
+                        .expect("insert");
                     let _g = flush.lock().expect("flush lock");
                     db.flush().expect("flush");
                     lat.push(t.elapsed());
@@ -153,8 +154,12 @@ fn row(label: &str, writers: usize, f: &Figures) {
 async fn main() {
     let events = arg("--events", 60_000);
     println!("durable append, {PAYLOAD} B payloads, {events} single-event appends per run\n");
-    println!("| mode                         | writers |  events/s  |  p50 ms   |  p99 ms   |  fsyncs  |");
-    println!("|------------------------------|---------|------------|-----------|-----------|----------|");
+    println!(
+        "| mode                         | writers |  events/s  |  p50 ms   |  p99 ms   |  fsyncs  |"
+    );
+    println!(
+        "|------------------------------|---------|------------|-----------|-----------|----------|"
+    );
     for writers in [1, 16, 64] {
         let strict = run_outbox(writers, events, Durability::Strict).await;
         row("routegate strict (fsync)", writers, &strict);
