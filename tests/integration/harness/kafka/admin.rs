@@ -203,8 +203,20 @@ impl KafkaCluster {
     /// `org.apache.kafka.tools.ProducerPerformance`, and returns its output. The JVM's stdin is
     /// the Watchdog's pipe, so the tool cannot read stdin.
     pub async fn run_tool(&self, main_class: &str, args: &[&str]) -> Output {
+        self.run_tool_with_jvm_flags(main_class, &[], args).await
+    }
+
+    /// [`Self::run_tool`] with extra JVM flags after the harness's own (the last one wins), e.g.
+    /// `-XX:TieredStopAtLevel=4 -Xmx1g` so a benchmark tool gets the full JIT and heap.
+    pub async fn run_tool_with_jvm_flags(
+        &self,
+        main_class: &str,
+        jvm_flags: &[&str],
+        args: &[&str],
+    ) -> Output {
         let mut command = java_command(self.inner.install, JvmKind::Tool, &self.inner.marker);
         command
+            .args(jvm_flags)
             .arg("routegate.harness.Watchdog")
             .arg(main_class)
             .args(args);
