@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::datadir::{DataDir, DataDirError};
 use crate::delivery;
-use crate::http::{self, Api, Lifecycle};
+use crate::http::{self, Api, Lifecycle, auth};
 use crate::metrics;
 use crate::publisher::{self, DrainConfig, Drainer, kafka::KafkaSink};
 use crate::queue::{self, Outbox};
@@ -42,6 +42,8 @@ pub enum AppError {
     Storage(#[from] queue::Error),
     #[error("kafka configuration: {0}")]
     Kafka(#[from] publisher::kafka::Error),
+    #[error(transparent)]
+    Tokens(#[from] auth::TokenFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -111,6 +113,7 @@ impl App {
             sink,
         } = self;
         let lifecycle = Arc::new(Lifecycle::default());
+        let tokens = auth::Tokens::load(&settings.http.api_tokens, &settings.http.api_tokens_file)?;
         let delivery = Arc::new(delivery::Status::default());
         let stop_drain = CancellationToken::new();
         let drainer = Drainer::new(
@@ -126,6 +129,7 @@ impl App {
             outbox: outbox.clone(),
             delivery,
             metrics: metrics::install(),
+            tokens,
         };
         if let Err(e) = data_dir.publish_address(local_addr) {
             tracing::warn!(cause = %e, "cannot record the gateway address for the operator CLI");

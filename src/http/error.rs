@@ -170,3 +170,25 @@ fn classify(r: &Rejection) -> ApiError {
     }
     ApiError::bad_request(format!("request rejected: {r:?}"), None)
 }
+
+impl From<crate::queue::Error> for ApiError {
+    fn from(e: crate::queue::Error) -> ApiError {
+        use crate::queue::Error as Q;
+        match e {
+            Q::QuotaExceeded { .. } => {
+                crate::metrics::outbox_full();
+                ApiError::Unavailable {
+                    message: e.to_string(),
+                    retry_after_secs: 5,
+                }
+            }
+            Q::Closed => ApiError::Unavailable {
+                message: "the gateway is shutting down".into(),
+                retry_after_secs: 1,
+            },
+            Q::Conflict { .. } | Q::Unrequeueable { .. } => ApiError::Conflict(e.to_string()),
+            Q::NoDeadLetter(_) => ApiError::NotFound(e.to_string()),
+            Q::Open { .. } | Q::Storage(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! become responses. [`serve`] runs the server on a listener the caller bound (port 0 in tests)
 //! until the shutdown future resolves, then lets in-flight requests finish.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod health;
@@ -30,6 +31,7 @@ pub struct Api {
     pub outbox: Outbox,
     pub delivery: Arc<delivery::Status>,
     pub metrics: PrometheusHandle,
+    pub tokens: auth::Tokens,
 }
 
 impl std::fmt::Debug for Api {
@@ -57,6 +59,12 @@ pub fn routes(
         ))
         .unify()
         .or(status::metrics(api.outbox.clone(), api.metrics.clone()))
+        .unify()
+        .or(admin::routes(
+            api.outbox.clone(),
+            api.delivery.clone(),
+            api.tokens.clone(),
+        ))
         .unify()
         .recover(error::recover)
 }

@@ -6,3 +6,4 @@ mod harness;
 mod delivery;
 mod gateway;
 mod kafka_harness;
+mod operator;
