@@ -226,3 +226,6 @@ fn warnings(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
