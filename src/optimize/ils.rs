@@ -44,6 +44,15 @@ pub(crate) struct Outcome {
 /// How often (in kicks) to look at the clock.
 const CLOCK_EVERY: u64 = 32;
 
+/// Longest segment a kick moves. Long enough to rewire how delivery zones are chained (10 or 30
+/// left 0.3-0.6% gaps at 500-1,000 stops that 100 closes), short enough to stay local.
+const MAX_SEGMENT: usize = 100;
+
+/// Record-to-record acceptance: a kick whose result is worse than the current tour is still
+/// kept while it stays within `BAND` average edges of the best tour found, which lets the search
+/// drift off plateaus that strict descent never leaves. The best tour is kept aside.
+const BAND: f64 = 0.1;
+
 /// Improves `tour` in place: a full local search, then `budget.kicks` kicks.
 pub(crate) fn improve(g: &Graph, tour: &mut Tour, budget: Budget) -> Outcome {
     let mut ls = LocalSearch::new(g);
@@ -62,10 +71,14 @@ pub(crate) fn improve(g: &Graph, tour: &mut Tour, budget: Budget) -> Outcome {
         return outcome;
     }
     let mut rng = SmallRng::seed_from_u64(budget.seed);
-    let max_segment = (n / 4).clamp(1, 30);
+    let max_segment = (n / 2).clamp(1, MAX_SEGMENT);
+    let mut best_cost = cost;
+    let mut best: Vec<usize> = tour.order().collect();
+    let mut band = BAND * cost / n as f64;
     tour.record();
     while outcome.kicks < budget.kicks {
-        if outcome.kicks % CLOCK_EVERY == 0 && budget.deadline.is_some_and(|d| Instant::now() >= d)
+        if outcome.kicks.is_multiple_of(CLOCK_EVERY)
+            && budget.deadline.is_some_and(|d| Instant::now() >= d)
         {
             outcome.timed_out = true;
             break;
@@ -79,13 +92,22 @@ pub(crate) fn improve(g: &Graph, tour: &mut Tour, budget: Budget) -> Outcome {
         }
         ls.tour_changed();
         let candidate = cost + kick.delta + ls.run(tour);
-        if candidate <= cost + EPS {
+        if candidate <= cost + EPS || candidate < best_cost + band {
             cost = candidate;
             tour.commit();
+            if cost < best_cost - EPS {
+                best_cost = cost;
+                band = BAND * cost / n as f64;
+                best.clear();
+                best.extend(tour.order());
+            }
         } else {
             tour.undo();
             ls.tour_changed();
         }
+    }
+    if cost > best_cost + EPS {
+        *tour = Tour::new(&best);
     }
     // Re-sum to shed the rounding drift of many small deltas.
     outcome.cost = g.cycle_cost(tour.order());

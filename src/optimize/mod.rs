@@ -24,8 +24,10 @@
 //! * **Exact when small.** Up to [`EXACT_MAX_STOPS`] stops, Held-Karp dynamic programming
 //!   returns a proven optimum (`provablyOptimal: true`), in well under a millisecond.
 //! * **Iterated local search when large.** Greedy matching (nearest neighbour on asymmetric costs),
-//!   then 2-opt and Or-opt with 10 nearest candidates per node and don't-look bits, then local
-//!   double-bridge kicks, each re-optimised around the kick and undone if it did not help.
+//!   then 2-opt and Or-opt with 10 alpha-nearest candidates per node (minimum-spanning-tree
+//!   based, so the edges between delivery zones are candidates too) and don't-look bits, then
+//!   double-bridge kicks (two adjacent segments of up to 100 stops swapped), each re-optimised
+//!   around the kick and undone unless it stays within a narrow band above the best tour.
 //! * **Time windows.** The objective becomes lexicographic: total lateness, then cost. Up to
 //!   [`EXACT_MAX_STOPS`] stops the exact search keeps Pareto labels and finds a route meeting
 //!   every window whenever one exists, the cheapest such route in practice (proven unless its
@@ -45,6 +47,7 @@
 //! warning; only then can two runs differ. The module never reads the calendar clock either: a
 //! missing `departureTime` means [`Params::now`], supplied by the caller.
 
+mod candidates;
 mod construct;
 mod error;
 mod exact;

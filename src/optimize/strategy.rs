@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::Params;
+use super::candidates::Neighbours;
 use super::construct;
 use super::exact;
 use super::graph::Graph;
@@ -15,7 +16,7 @@ use super::windows::{self, Key};
 /// Free nodes up to which the exact search runs (12 stops with a start, 13 without).
 pub(crate) const EXACT_MAX_FREE: usize = 12;
 
-/// Candidate partners per node for the local search.
+/// Candidate partners per node for the local search (alpha-nearest, see `candidates`).
 const NEIGHBOURS: usize = 10;
 
 /// The route found and how.
@@ -75,7 +76,9 @@ pub(crate) fn run(inst: &Instance, params: &Params, deadline: Instant) -> Found 
 
 fn heuristic(inst: &Instance, params: &Params, deadline: Instant, windows: bool) -> Found {
     let n = inst.len();
-    let g = Graph::new(&inst.cost, inst.fixed(), NEIGHBOURS);
+    let neighbours =
+        Neighbours::alpha_nearest(&inst.cost, NEIGHBOURS, inst.fixed(), inst.free_end());
+    let g = Graph::with_neighbours(&inst.cost, inst.fixed(), neighbours);
     let start = if g.symmetric {
         construct::greedy(&g, 0)
     } else {

@@ -232,7 +232,8 @@ fn validation_names_the_offending_field() {
         ..Params::default()
     };
     let base = problem(random_stops(3, 8));
-    let cases: Vec<(Box<dyn Fn(&mut Problem)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut Problem)>;
+    let cases: Vec<(Mutation, &str)> = vec![
         (Box::new(|p| p.stops.clear()), "stops"),
         (Box::new(|p| p.stops = random_stops(6, 1)), "stops"),
         (Box::new(|p| p.stops[2].id = "s0".into()), "stops[2].id"),
