@@ -13,7 +13,7 @@ OUT is rewritten after every run, so an interrupted benchmark resumes where it s
 
 Peers (each is optional: one that cannot be imported is reported and skipped):
   lkh       LKH-3 through PyPI `elkai` (reference only: non-commercial licence)
-  fast-tsp  PyPI `fast-tsp`
+  fast-tsp  PyPI `fast-tsp`, with twice routegate's time target (fast-tsp/2: with the target)
   vroom     PyPI `pyvroom`, one vehicle from and back to the depot
   ortools   PyPI `ortools`, guided local search under a time limit
 """
@@ -82,6 +82,13 @@ def run_fast_tsp(m, size):
     return list(fast_tsp.find_tour(m, duration_seconds=fast_tsp_seconds(size)))
 
 
+def run_fast_tsp_half(m, size):
+    """fast-tsp with half its budget, i.e. routegate's time target: what it reaches in that time."""
+    import fast_tsp
+
+    return list(fast_tsp.find_tour(m, duration_seconds=fast_tsp_seconds(size) / 2))
+
+
 def run_vroom(m, size):
     import vroom
 
@@ -128,6 +135,7 @@ def run_ortools(m, size):
 PEERS = {
     "lkh": ("elkai", run_lkh),
     "fast-tsp": ("fast_tsp", run_fast_tsp),
+    "fast-tsp/2": ("fast_tsp", run_fast_tsp_half),
     "vroom": ("vroom", run_vroom),
     "ortools": ("ortools", run_ortools),
 }
@@ -150,6 +158,7 @@ def settings(name, size):
     return {
         "lkh": lambda: f"runs={elkai_runs(size)}",
         "fast-tsp": lambda: f"seconds={fast_tsp_seconds(size)}",
+        "fast-tsp/2": lambda: f"seconds={fast_tsp_seconds(size) / 2}",
         "vroom": lambda: f"level={vroom_level(size)},timeout={vroom_seconds(size)}",
         "ortools": lambda: f"gls,seconds={ortools_seconds(size)}",
     }[name]()

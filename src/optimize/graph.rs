@@ -15,9 +15,12 @@ pub(crate) fn is_fixed_pair(fixed: Option<(usize, usize)>, a: usize, b: usize) -
 
 /// The search space shared by construction, local search and perturbation.
 #[derive(Debug)]
-pub(crate) struct Graph<'a> {
-    /// Cost of going from node `i` to node `j`.
-    pub cost: &'a SquareMatrix,
+pub(crate) struct Graph {
+    /// Cost of going from node `i` to node `j`, in single precision, row-major: half the bytes, so twice as much of the matrix
+    /// stays in cache, and the local search is bound by matrix reads. Rounding (1e-7 relative)
+    /// only affects which of two near-equal moves is taken; reported costs are recomputed in double precision.
+    compact: Vec<f32>,
+    n: usize,
     /// Candidate partners per node.
     pub neighbours: Neighbours,
     /// `(terminal, origin)`: the edge that closes an open route; never removed.
@@ -26,21 +29,24 @@ pub(crate) struct Graph<'a> {
     pub symmetric: bool,
 }
 
-impl<'a> Graph<'a> {
+impl Graph {
     /// Builds the search space with `k` nearest candidates per node.
     #[cfg(test)]
-    pub(crate) fn new(cost: &'a SquareMatrix, fixed: Option<(usize, usize)>, k: usize) -> Self {
+    pub(crate) fn new(cost: &SquareMatrix, fixed: Option<(usize, usize)>, k: usize) -> Self {
         Self::with_neighbours(cost, fixed, Neighbours::nearest(cost, k, fixed))
     }
 
     /// Builds the search space with the given candidates.
     pub(crate) fn with_neighbours(
-        cost: &'a SquareMatrix,
+        cost: &SquareMatrix,
         fixed: Option<(usize, usize)>,
         neighbours: Neighbours,
     ) -> Self {
+        let n = cost.len();
+        let compact = (0..n * n).map(|k| cost.get(k / n, k % n) as f32).collect();
         Self {
-            cost,
+            compact,
+            n,
             neighbours,
             fixed,
             symmetric: cost.is_symmetric(),
@@ -50,13 +56,13 @@ impl<'a> Graph<'a> {
     /// Number of nodes.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.cost.len()
+        self.n
     }
 
     /// Cost from `i` to `j`.
     #[inline]
     pub(crate) fn c(&self, i: usize, j: usize) -> f64 {
-        self.cost.get(i, j)
+        f64::from(self.compact[i * self.n + j])
     }
 
     /// True when `a`–`b` (either direction) is the fixed edge.

@@ -29,7 +29,7 @@ const OR_OPT_MAX: usize = 3;
 /// Work queue and scratch space, reusable across calls on the same graph.
 #[derive(Debug)]
 pub(crate) struct LocalSearch<'g> {
-    g: &'g Graph<'g>,
+    g: &'g Graph,
     queue: VecDeque<u32>,
     queued: Vec<bool>,
     /// `diff[p]`: sum over edges at positions `< p` of `cost(back) - cost(forward)`.
@@ -40,7 +40,7 @@ pub(crate) struct LocalSearch<'g> {
 }
 
 impl<'g> LocalSearch<'g> {
-    pub(crate) fn new(g: &'g Graph<'g>) -> Self {
+    pub(crate) fn new(g: &'g Graph) -> Self {
         Self {
             g,
             queue: VecDeque::with_capacity(g.len()),
