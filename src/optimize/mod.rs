@@ -231,4 +231,6 @@ fn warnings(
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -136,3 +136,89 @@ fn deadline_order(inst: &Instance) -> Vec<usize> {
     route.extend(inst.terminal);
     route
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optimize::matrix::{Matrices, SquareMatrix};
+    use crate::optimize::model::{Location, Preferences, Problem, Stop};
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+    /// An instance over `stops` stops whose matrix (start, stops, end) is random and asymmetric.
+    fn asymmetric(stops: usize, end: bool, round_trip: bool, seed: u64) -> Instance {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let here = Location {
+            latitude: 0.0,
+            longitude: 0.0,
+        };
+        let problem = Problem {
+            stops: (0..stops)
+                .map(|i| Stop {
+                    id: i.to_string(),
+                    latitude: 0.0,
+                    longitude: 0.0,
+                    address: None,
+                    service_minutes: None,
+                    time_window: None,
+                })
+                .collect(),
+            start: Some(here),
+            end: end.then_some(here),
+            round_trip,
+            departure_time: None,
+            preferences: Preferences::default(),
+        };
+        let n = stops + 1 + usize::from(end);
+        let pts: Vec<(f64, f64)> = (0..n).map(|_| (rng.random(), rng.random())).collect();
+        let m = SquareMatrix::from_fn(n, |i, j| {
+            let d = (pts[i].0 - pts[j].0).hypot(pts[i].1 - pts[j].1) * 1000.0;
+            if i == j {
+                0.0
+            } else {
+                d + rng.random::<f64>() * 400.0
+            }
+        });
+        let matrices = Matrices {
+            distance_meters: m.clone(),
+            duration_seconds: m,
+        };
+        Instance::new(&problem, &matrices, "2026-01-01T00:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn the_local_search_reaches_the_exact_optimum_on_small_asymmetric_instances() {
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
+        let mut optimal = 0;
+        let cases = 24;
+        for case in 0..cases {
+            let (end, round_trip) = [(false, true), (true, false), (false, false)][case % 3];
+            let inst = asymmetric(11, end, round_trip, case as u64);
+            let exact = exact::held_karp(&inst.cost, 0, &inst.free(), inst.target());
+            let best = inst.route_cost(&exact.route);
+            let found = heuristic(&inst, &Params::default(), far, false);
+            let cost = inst.route_cost(&found.route);
+            assert_eq!(found.route[0], 0);
+            if let Some(t) = inst.terminal {
+                assert_eq!(*found.route.last().unwrap(), t);
+            }
+            let mut sorted = found.route.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..inst.len()).collect::<Vec<_>>());
+            assert!(cost >= best - 1e-6, "case {case}: below the optimum?");
+            if cost <= best + 1e-6 {
+                optimal += 1;
+            }
+        }
+        assert!(
+            optimal >= cases * 9 / 10,
+            "optimal in only {optimal} of {cases} cases"
+        );
+    }
+
+    #[test]
+    fn budgets_grow_with_size_and_effort() {
+        assert!(kicks_for(1000, 1.0) > 10 * kicks_for(100, 1.0));
+        assert_eq!(kicks_for(500, 0.0), 0);
+        assert!(kicks_for(500, 2.0).abs_diff(2 * kicks_for(500, 1.0)) <= 1);
+    }
+}
