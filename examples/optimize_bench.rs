@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example optimize_bench [-- --sizes 10,50,100 --seeds 3 --effort 1.0
-//!                                                  --no-peers | --fresh-peers]
+//!                                                  --no-peers | --fresh-peers | --end-to-end]
 //! ```
 //!
 //! Generates seeded geographic instances around a city, uniform and clustered (delivery zones),
@@ -42,6 +42,7 @@ struct Options {
     seeds: u64,
     peers: bool,
     fresh_peers: bool,
+    end_to_end: bool,
     effort: f64,
 }
 
@@ -51,6 +52,7 @@ fn options() -> Options {
         seeds: 3,
         peers: true,
         fresh_peers: false,
+        end_to_end: false,
         effort: 1.0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,6 +70,7 @@ fn options() -> Options {
             "--seeds" => o.seeds = it.next().expect("--seeds N").parse().expect("seeds"),
             "--effort" => o.effort = it.next().expect("--effort X").parse().expect("effort"),
             "--no-peers" => o.peers = false,
+            "--end-to-end" => o.end_to_end = true,
             "--fresh-peers" => o.fresh_peers = true,
             other => panic!("unknown argument {other}"),
         }
@@ -356,8 +359,33 @@ fn table(runs: &[Run]) -> String {
     s
 }
 
+/// `optimize::solve` as the HTTP layer calls it: haversine matrix built inside, default
+/// parameters (2 s cap), one uniform instance per size.
+fn end_to_end(sizes: &[usize]) {
+    println!("| stops | computeMillis | wall | CPU | limit reached | algorithm |");
+    println!("|---:|---:|---:|---:|---|---|");
+    for &size in sizes {
+        let p = problem(&instance(size, false, 0));
+        let (t0, cpu0) = (Instant::now(), cpu_seconds());
+        let s = optimize::solve(&p, &Params::default()).expect("solve");
+        let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+        let o = &s.optimization;
+        println!(
+            "| {size} | {} | {:.0} ms | {:.0} ms | {} | {} |",
+            o.compute_millis,
+            wall * 1e3,
+            cpu * 1e3,
+            o.time_limit_reached,
+            o.algorithm
+        );
+    }
+}
+
 fn main() {
     let o = options();
+    if o.end_to_end {
+        return end_to_end(&o.sizes);
+    }
     let dir = PathBuf::from("target/optimize-bench");
     std::fs::create_dir_all(&dir).expect("create target/optimize-bench");
     let mut runs = Vec::new();
