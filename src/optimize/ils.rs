@@ -1,11 +1,16 @@
-//! Iterated local search: kick the tour with a local double bridge, re-optimise around the kick,
-//! keep the result if it is no worse, otherwise undo.
+//! Iterated local search: kick the tour with a double bridge, re-optimise around the kick,
+//! keep the result if it stays close to the best tour so far, otherwise undo.
 //!
-//! The kick swaps two short adjacent segments near a random node (a double bridge, which 2-opt
-//! and Or-opt cannot undo in one move and which never reverses anything, so it is priced exactly
-//! on asymmetric costs). Only the six nodes it touches are queued for the local search, so an
-//! iteration costs about the same at 50 or 2 000 stops; the tour keeps a journal of reversals and
-//! a rejected kick is rolled back by replaying it backwards.
+//! The kick swaps two adjacent segments of 1 to 100 stops after a random node (a double bridge,
+//! which 2-opt and Or-opt cannot undo in one move and which never reverses anything, so it is
+//! priced exactly on asymmetric costs). Only the six nodes it touches are queued for the local
+//! search, so an iteration costs about the same at 50 or 2 000 stops; the tour keeps a journal
+//! of reversals and a rejected kick is rolled back by replaying it backwards.
+//!
+//! Acceptance is record-to-record: a result no worse than the current tour is always kept, a
+//! worse one while it is within [`BAND`] average edges of the best tour found, which lets the
+//! search drift along plateaus that strict descent never leaves; the best tour is copied aside
+//! whenever it improves and returned at the end.
 //!
 //! The budget is a number of kicks fixed in advance from the problem size (deterministic). The
 //! wall-clock deadline is only a safety cap, checked every few dozen kicks; when it fires the

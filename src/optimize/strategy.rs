@@ -54,7 +54,19 @@ pub(crate) fn run(inst: &Instance, params: &Params, deadline: Instant) -> Found 
     let windows = inst.timing.has_windows();
     let mut found = if free.len() <= EXACT_MAX_FREE {
         let (algorithm, e) = if windows {
-            let e = exact::held_karp_windows(&inst.cost, &inst.timing, 0, &free, inst.target());
+            let incumbent = [inst.input_route(), deadline_order(inst)]
+                .iter()
+                .map(|r| windows::key(inst, r))
+                .reduce(|a, b| if b.better_than(&a) { b } else { a })
+                .map(|k| (k.late, k.cost));
+            let e = exact::held_karp_windows(
+                &inst.cost,
+                &inst.timing,
+                0,
+                &free,
+                inst.target(),
+                incumbent,
+            );
             ("held-karp-time-windows", e)
         } else {
             (
