@@ -498,3 +498,23 @@ fn a_broken_matrix_source_is_an_error_not_a_panic() {
         solve_with_matrix(&problem(random_stops(3, 15)), &Params::default(), &Broken).unwrap_err();
     assert_eq!(err.code(), "cost_matrix_unavailable");
 }
+
+#[test]
+fn stops_sharing_one_location_are_all_visited() {
+    let stops = (0..30).map(|i| stop(&format!("same{i}"), 52.0, 13.0)).collect();
+    let mut p = problem(stops);
+    p.round_trip = true;
+    let s = solve(&p, &Params::default()).unwrap();
+    assert_eq!(s.optimized_stops.len(), 30);
+    assert_eq!(s.total_distance_meters, 0.0);
+    assert!(s.optimization.improvement_percent.is_finite());
+}
+
+#[test]
+fn zero_search_effort_still_returns_a_locally_optimal_route() {
+    let p = problem(random_stops(60, 17));
+    let params = Params { search_effort: 0.0, ..Params::default() };
+    let s = solve(&p, &params).unwrap();
+    assert_eq!(s.optimization.iterations, 0);
+    assert!(s.optimization.optimized_cost < s.optimization.initial_cost);
+}
