@@ -8,6 +8,8 @@
 //! per state no longer suffices, so each state keeps a Pareto set of labels (lateness so far,
 //! departure time, cost): a label is dropped only when another is no worse in all three, which is
 //! safe because a later departure never reduces future lateness (see [`schedule`](super::schedule)).
+//! Labels that are already later than a known complete route (the caller's incumbent), or as
+//! late and dearer, are dropped too, which keeps the sets small without losing exactness.
 //! Sets are capped at [`MAX_LABELS`], keeping the labels with the least lateness, then the
 //! earliest departure, so a route meeting every window is always found when one exists; if the
 //! cap ever bites, the result is no longer reported as proven optimal.
