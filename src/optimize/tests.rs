@@ -501,7 +501,9 @@ fn a_broken_matrix_source_is_an_error_not_a_panic() {
 
 #[test]
 fn stops_sharing_one_location_are_all_visited() {
-    let stops = (0..30).map(|i| stop(&format!("same{i}"), 52.0, 13.0)).collect();
+    let stops = (0..30)
+        .map(|i| stop(&format!("same{i}"), 52.0, 13.0))
+        .collect();
     let mut p = problem(stops);
     p.round_trip = true;
     let s = solve(&p, &Params::default()).unwrap();
@@ -513,7 +515,10 @@ fn stops_sharing_one_location_are_all_visited() {
 #[test]
 fn zero_search_effort_still_returns_a_locally_optimal_route() {
     let p = problem(random_stops(60, 17));
-    let params = Params { search_effort: 0.0, ..Params::default() };
+    let params = Params {
+        search_effort: 0.0,
+        ..Params::default()
+    };
     let s = solve(&p, &params).unwrap();
     assert_eq!(s.optimization.iterations, 0);
     assert!(s.optimization.optimized_cost < s.optimization.initial_cost);
