@@ -24,7 +24,7 @@
 //! * **Exact when small.** Up to [`EXACT_MAX_STOPS`] stops, Held-Karp dynamic programming
 //!   returns a proven optimum (`provablyOptimal: true`), in well under a millisecond.
 //! * **Iterated local search when large.** Greedy matching (nearest neighbour on asymmetric costs),
-//!   then 2-opt and Or-opt with 10 alpha-nearest candidates per node (minimum-spanning-tree
+//!   then 2-opt and Or-opt with 8 alpha-nearest candidates per node (minimum-spanning-tree
 //!   based, so the edges between delivery zones are candidates too) and don't-look bits, then
 //!   double-bridge kicks (two adjacent segments of up to 100 stops swapped), each re-optimised
 //!   around the kick and undone unless it stays within a narrow band above the best tour.
@@ -46,7 +46,7 @@
 //! Search effort is a number of kicks fixed in advance from the problem size,
 //! `n · (60 + 20·√(n/100))` capped at 100 000 and scaled by [`Params::search_effort`], never
 //! "as many as fit in N ms". On the benchmark machine that is about 10 ms at 50 stops, 25 ms at
-//! 100, 70 ms at 200, 0.25 s at 500, 0.6 s at 1 000 and 1.1 s at 2 000 of CPU time. The wall-clock limit
+//! 100, 70 ms at 200, 0.3 s at 500, 0.7 s at 1 000 and 1.0 s at 2 000 of CPU time. The wall-clock limit
 //! (`preferences.maxComputeMillis`, else [`Params::max_compute_ms`]) is a safety cap only: when it
 //! fires, the search stops, returns the best route so far, sets `timeLimitReached` and adds a
 //! warning; only then can two runs differ. The module never reads the calendar clock either: a

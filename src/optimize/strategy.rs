@@ -16,8 +16,9 @@ use super::windows::{self, Key};
 /// Free nodes up to which the exact search runs (12 stops with a start, 13 without).
 pub(crate) const EXACT_MAX_FREE: usize = 12;
 
-/// Candidate partners per node for the local search (alpha-nearest, see `candidates`).
-const NEIGHBOURS: usize = 10;
+/// Candidate partners per node for the local search (alpha-nearest, see `candidates`). 8 gave
+/// the same tours as 10 on 30 instances per size at 200-1,000 stops, about 10% faster.
+const NEIGHBOURS: usize = 8;
 
 /// The route found and how.
 #[derive(Debug, Clone)]
