@@ -11,9 +11,11 @@
 //!
 //! 1. readiness turns false and the listener closes (no new requests);
 //! 2. in-flight requests finish, up to `http.shutdown_grace_ms`;
-//! 3. the publisher makes a last pass under a short deadline and stops;
-//! 4. the outbox writer finishes queued writes, flushes and stops;
-//! 5. the data directory is released.
+//! 3. WebSocket clients get close code 1001 and their sessions end, up to the same grace period
+//!    (they read the outbox, so they stop before it does);
+//! 4. the publisher makes a last pass under a short deadline and stops;
+//! 5. the outbox writer finishes queued writes, flushes and stops;
+//! 6. the data directory is released.
 //!
 //! Whatever Kafka has not acknowledged stays on disk for the next start.
 
@@ -28,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::datadir::{DataDir, DataDirError};
 use crate::delivery;
-use crate::http::{self, Api, Lifecycle};
+use crate::http::auth::{TokenFileError, Tokens};
+use crate::http::{self, Api, Lifecycle, ws};
 use crate::metrics;
 use crate::publisher::{self, DrainConfig, Drainer, kafka::KafkaSink};
 use crate::queue::{self, Outbox};
@@ -42,6 +45,8 @@ pub enum AppError {
     Storage(#[from] queue::Error),
     #[error("kafka configuration: {0}")]
     Kafka(#[from] publisher::kafka::Error),
+    #[error(transparent)]
+    Tokens(#[from] TokenFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -58,11 +63,13 @@ pub struct App {
     local_addr: SocketAddr,
     outbox: Outbox,
     sink: Arc<KafkaSink>,
+    tokens: Tokens,
 }
 
 impl App {
     /// Take the data directory, open storage and bind the listener.
     pub async fn build(settings: Settings) -> Result<App, AppError> {
+        let tokens = Tokens::load(&settings.http.api_tokens, &settings.http.api_tokens_file)?;
         let data_dir = DataDir::acquire(&settings.storage.data_dir)?;
         let (db_path, storage) = (data_dir.db_path(), settings.storage.clone());
         let outbox = tokio::task::spawn_blocking(move || Outbox::open(&db_path, &storage, &[]))
@@ -84,6 +91,7 @@ impl App {
             local_addr,
             outbox,
             sink,
+            tokens,
         })
     }
 
@@ -109,6 +117,7 @@ impl App {
             local_addr,
             outbox,
             sink,
+            tokens,
         } = self;
         let lifecycle = Arc::new(Lifecycle::default());
         let delivery = Arc::new(delivery::Status::default());
@@ -120,12 +129,21 @@ impl App {
             delivery.clone(),
         );
         let drain = tokio::spawn(drainer.run(stop_drain.clone()));
+        let hub = ws::Hub::start(
+            outbox.clone(),
+            delivery.clone(),
+            &settings.websocket,
+            settings.http.max_string_length as usize,
+            CancellationToken::new(),
+        );
 
         let api = Api {
             lifecycle: lifecycle.clone(),
             outbox: outbox.clone(),
             delivery,
             metrics: metrics::install(),
+            tokens,
+            ws: hub.clone(),
         };
         if let Err(e) = data_dir.publish_address(local_addr) {
             tracing::warn!(cause = %e, "cannot record the gateway address for the operator CLI");
@@ -145,6 +163,12 @@ impl App {
             tracing::warn!(
                 grace_ms = settings.http.shutdown_grace_ms,
                 "in-flight requests outlived the grace period"
+            );
+        }
+        if !hub.close(grace).await {
+            tracing::warn!(
+                grace_ms = settings.http.shutdown_grace_ms,
+                "WebSocket sessions outlived the grace period"
             );
         }
 

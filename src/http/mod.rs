@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod status;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +31,10 @@ pub struct Api {
     pub outbox: Outbox,
     pub delivery: Arc<delivery::Status>,
     pub metrics: PrometheusHandle,
+    /// Bearer tokens; empty means authentication is off.
+    pub tokens: auth::Tokens,
+    /// The WebSocket hub (live events).
+    pub ws: ws::Hub,
 }
 
 impl std::fmt::Debug for Api {
@@ -57,6 +62,8 @@ pub fn routes(
         ))
         .unify()
         .or(status::metrics(api.outbox.clone(), api.metrics.clone()))
+        .unify()
+        .or(ws::route(api.ws.clone(), api.tokens.clone()))
         .unify()
         .recover(error::recover)
 }

@@ -1,0 +1,426 @@
+//! The hub: one router task between the outbox and every connection.
+//!
+//! The router follows [`Outbox::subscribe`], serializes each event once ([`Frame::event`]) and
+//! offers it to the connections whose filter matches, found through an index (by vehicle, by
+//! route, or "everything"), with a non-blocking `try_send` into each connection's bounded queue.
+//! An event therefore wakes only the connections that want it, and a full queue never makes the
+//! router (let alone the outbox writer) wait: that connection is told it lagged and is dropped
+//! from the index.
+//!
+//! `routed` is the last seq the router has offered, updated under the same lock as the index, so
+//! a connection that registers learns exactly which events it will get live (`seq > routed`) and
+//! which it must read from the log (`seq <= routed`, all durable). When the router itself falls
+//! behind the outbox's channel, it reads the missed events from the log, in order, before going
+//! on; if retention already removed them, every connection is told it lagged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::message::{Filter, Frame, Target};
+use crate::config::WebSocketConfig;
+use crate::delivery::{self, Connectivity};
+use crate::events::Envelope;
+use crate::metrics;
+use crate::queue::{Outbox, Replay};
+
+/// Events read from the log per blocking call when the router fills a gap.
+const GAP_PAGE: usize = 512;
+
+/// A cloneable handle to the hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    outbox: Outbox,
+    delivery: Arc<delivery::Status>,
+    config: WebSocketConfig,
+    /// Longest `vehicleId` / `routeId` filter accepted.
+    max_id_len: usize,
+    registry: Mutex<Registry>,
+    /// Open connections (admitted upgrades), for the limit and the gauge.
+    open: AtomicUsize,
+    /// Cancelled at shutdown: the router stops and every session closes with 1001.
+    shutdown: CancellationToken,
+    /// The router and every session, so shutdown can wait for them.
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("connections", &self.connections())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Subscribe to the outbox and start the router. `shutdown` closes every connection.
+    pub fn start(
+        outbox: Outbox,
+        delivery: Arc<delivery::Status>,
+        config: &WebSocketConfig,
+        max_id_len: usize,
+        shutdown: CancellationToken,
+    ) -> Hub {
+        let live = outbox.subscribe();
+        let registry = Registry {
+            routed: outbox.durable_seq(),
+            ..Registry::default()
+        };
+        let status = delivery.watch();
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                outbox,
+                delivery,
+                config: config.clone(),
+                max_id_len,
+                registry: Mutex::new(registry),
+                open: AtomicUsize::new(0),
+                shutdown,
+                tracker: TaskTracker::new(),
+            }),
+        };
+        hub.inner.tracker.spawn(hub.clone().route(live, status));
+        hub
+    }
+
+    pub fn connections(&self) -> usize {
+        self.inner.open.load(Ordering::SeqCst)
+    }
+
+    /// Close every connection with 1001 and wait up to `deadline` for them to finish. Returns
+    /// `false` if some were still closing at the deadline.
+    pub async fn close(&self, deadline: Duration) -> bool {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        tokio::time::timeout(deadline, self.inner.tracker.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Take a connection slot, or `None` at `websocket.max_connections`.
+    pub(super) fn admit(&self) -> Option<Slot> {
+        let max = self.inner.config.max_connections as usize;
+        let before = self
+            .inner
+            .open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        metrics::ws_connections(before + 1);
+        Some(Slot {
+            hub: self.inner.clone(),
+        })
+    }
+
+    /// Start following live events. Returns the guard that unregisters, the connection's queue
+    /// and `routed`: every matching event after it will arrive on the queue.
+    pub(super) fn register(
+        &self,
+        filter: &Filter,
+        lag: Arc<Notify>,
+    ) -> (Registration, mpsc::Receiver<Arc<Frame>>, u64) {
+        let (tx, rx) = mpsc::channel(self.inner.config.buffer_messages as usize);
+        let mut reg = self.registry();
+        let (id, bucket) = reg.insert(filter, tx, lag);
+        let routed = reg.routed;
+        let guard = Registration {
+            hub: self.inner.clone(),
+            id,
+            bucket,
+        };
+        (guard, rx, routed)
+    }
+
+    pub(super) fn spawn(&self, session: impl Future<Output = ()> + Send + 'static) {
+        self.inner.tracker.spawn(session);
+    }
+
+    pub(super) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    pub(super) fn config(&self) -> &WebSocketConfig {
+        &self.inner.config
+    }
+
+    pub(super) fn max_id_len(&self) -> usize {
+        self.inner.max_id_len
+    }
+
+    pub(super) fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Kafka connectivity now (for `hello`).
+    pub(super) fn kafka(&self) -> Connectivity {
+        *self.inner.delivery.watch().borrow()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The router task: live events and connectivity changes, until shutdown.
+    async fn route(
+        self,
+        mut live: broadcast::Receiver<Arc<Envelope>>,
+        mut status: watch::Receiver<Connectivity>,
+    ) {
+        let mut status_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.inner.shutdown.cancelled() => break,
+                event = live.recv() => match event {
+                    Ok(env) => self.on_event(&env).await,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "websocket router fell behind; reading the log");
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                changed = status.changed(), if status_open => match changed {
+                    Ok(()) => {
+                        let c = *status.borrow_and_update();
+                        self.on_status(c);
+                    }
+                    Err(_) => status_open = false,
+                },
+            }
+        }
+    }
+
+    async fn on_event(&self, env: &Arc<Envelope>) {
+        let routed = self.registry().routed;
+        if env.seq <= routed {
+            return;
+        }
+        if env.seq > routed + 1 {
+            self.fill_gap(env.seq - 1).await;
+        }
+        let frame = Frame::event(env);
+        self.registry().offer(&frame);
+    }
+
+    fn on_status(&self, c: Connectivity) {
+        let mut reg = self.registry();
+        let frame = Frame::status(reg.routed, Utc::now(), c);
+        reg.offer(&frame);
+    }
+
+    /// Offer the logged events after `routed` up to `upto`, in order.
+    async fn fill_gap(&self, upto: u64) {
+        loop {
+            let after = self.registry().routed;
+            if after >= upto {
+                return;
+            }
+            let outbox = self.inner.outbox.clone();
+            let page = tokio::task::spawn_blocking(move || outbox.replay(after, upto, GAP_PAGE))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match page {
+                Ok(Replay::Events(events)) if !events.is_empty() => {
+                    let frames: Vec<_> = events.iter().map(|e| Frame::event(e)).collect();
+                    let mut reg = self.registry();
+                    frames.iter().for_each(|f| reg.offer(f));
+                }
+                Ok(Replay::Events(_)) => {
+                    // Nothing logged in the rest of the range: sequence numbers never used.
+                    self.registry().routed = upto;
+                }
+                Ok(Replay::Reset { oldest_available }) => {
+                    tracing::warn!(oldest_available, "events the router missed were pruned");
+                    self.registry().lag_everyone(upto);
+                }
+                Err(cause) => {
+                    tracing::error!(%cause, "cannot read the event log to fill a gap");
+                    self.registry().lag_everyone(upto);
+                }
+            }
+        }
+    }
+}
+
+/// An admitted connection; dropping it frees the slot.
+pub(super) struct Slot {
+    hub: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let before = self.hub.open.fetch_sub(1, Ordering::SeqCst);
+        metrics::ws_connections(before.saturating_sub(1));
+    }
+}
+
+/// A connection's place in the index; dropping it unregisters.
+pub(super) struct Registration {
+    hub: Arc<Inner>,
+    id: u64,
+    bucket: Bucket,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut reg = self.hub.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.remove(self.id, &self.bucket);
+    }
+}
+
+/// Where a connection is indexed: by the most selective field of its filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bucket {
+    Vehicle(Box<str>),
+    Route(Box<str>),
+    Everything,
+}
+
+struct Entry {
+    id: u64,
+    /// The route filter of a connection indexed by vehicle that filters on both.
+    also_route: Option<Box<str>>,
+    tx: mpsc::Sender<Arc<Frame>>,
+    /// Woken when the connection's queue overflowed.
+    lag: Arc<Notify>,
+}
+
+/// The index of live connections.
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    /// Last seq offered to the connections.
+    routed: u64,
+    by_vehicle: HashMap<Box<str>, Vec<Entry>>,
+    by_route: HashMap<Box<str>, Vec<Entry>>,
+    everything: Vec<Entry>,
+}
+
+impl Registry {
+    fn insert(
+        &mut self,
+        filter: &Filter,
+        tx: mpsc::Sender<Arc<Frame>>,
+        lag: Arc<Notify>,
+    ) -> (u64, Bucket) {
+        self.next_id += 1;
+        let (bucket, also_route) = match (&filter.vehicle, &filter.route) {
+            (Some(v), r) => (Bucket::Vehicle(v.as_str().into()), r.as_deref()),
+            (None, Some(r)) => (Bucket::Route(r.as_str().into()), None),
+            (None, None) => (Bucket::Everything, None),
+        };
+        let entry = Entry {
+            id: self.next_id,
+            also_route: also_route.map(Into::into),
+            tx,
+            lag,
+        };
+        match &bucket {
+            Bucket::Vehicle(v) => self.by_vehicle.entry(v.clone()).or_default().push(entry),
+            Bucket::Route(r) => self.by_route.entry(r.clone()).or_default().push(entry),
+            Bucket::Everything => self.everything.push(entry),
+        }
+        (self.next_id, bucket)
+    }
+
+    fn remove(&mut self, id: u64, bucket: &Bucket) {
+        let keep = |e: &Entry| e.id != id;
+        match bucket {
+            Bucket::Vehicle(v) => retain_in(&mut self.by_vehicle, v, keep),
+            Bucket::Route(r) => retain_in(&mut self.by_route, r, keep),
+            Bucket::Everything => self.everything.retain(keep),
+        }
+    }
+
+    /// Offer a frame to every connection that wants it; drop the ones that cannot take it.
+    fn offer(&mut self, frame: &Arc<Frame>) {
+        let offer = |e: &Entry| offer_to(e, frame);
+        match &frame.target {
+            Target::Event { vehicle, route } => {
+                let route = route.as_deref();
+                retain_in(&mut self.by_vehicle, vehicle, |e| {
+                    let wants = e.also_route.as_deref().is_none_or(|r| Some(r) == route);
+                    !wants || offer(e)
+                });
+                if let Some(r) = route {
+                    retain_in(&mut self.by_route, r, offer);
+                }
+                self.everything.retain(offer);
+                self.routed = self.routed.max(frame.seq);
+            }
+            Target::Status { .. } => {
+                self.by_vehicle.values_mut().for_each(|b| b.retain(offer));
+                self.by_route.values_mut().for_each(|b| b.retain(offer));
+                self.by_vehicle.retain(|_, b| !b.is_empty());
+                self.by_route.retain(|_, b| !b.is_empty());
+                self.everything.retain(offer);
+            }
+        }
+    }
+
+    /// Events up to `upto` cannot be delivered: every connection lags, and is dropped.
+    fn lag_everyone(&mut self, upto: u64) {
+        let entries = self
+            .by_vehicle
+            .drain()
+            .chain(self.by_route.drain())
+            .flat_map(|(_, b)| b)
+            .chain(self.everything.drain(..));
+        entries.for_each(|e| e.lag.notify_one());
+        self.routed = self.routed.max(upto);
+    }
+}
+
+/// Try to queue a frame for one connection; `false` drops the connection from the index.
+fn offer_to(e: &Entry, frame: &Arc<Frame>) -> bool {
+    match e.tx.try_send(frame.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            e.lag.notify_one();
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// `Vec::retain` on one bucket of a map, removing the bucket when it empties.
+fn retain_in(map: &mut HashMap<Box<str>, Vec<Entry>>, key: &str, keep: impl FnMut(&Entry) -> bool) {
+    if let Some(bucket) = map.get_mut(key) {
+        bucket.retain(keep);
+        if bucket.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
