@@ -205,7 +205,15 @@ impl Hub {
     }
 
     async fn on_event(&self, env: &Arc<Envelope>) {
-        let routed = self.registry().routed;
+        let routed = {
+            let mut reg = self.registry();
+            if reg.is_empty() {
+                // Nobody listens: skip the serialization (ingest may run at thousands/s).
+                reg.routed = reg.routed.max(env.seq);
+                return;
+            }
+            reg.routed
+        };
         if env.seq <= routed {
             return;
         }
@@ -350,6 +358,10 @@ impl Registry {
             Bucket::Everything => self.everything.push(entry),
         }
         (self.next_id, bucket)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.everything.is_empty() && self.by_vehicle.is_empty() && self.by_route.is_empty()
     }
 
     fn remove(&mut self, id: u64, bucket: &Bucket) {
