@@ -13,7 +13,6 @@
 //! behind the outbox's channel, it reads the missed events from the log, in order, before going
 //! on; if retention already removed them, every connection is told it lagged.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,7 +23,8 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::message::{Filter, Frame, Target};
+use super::message::{Filter, Frame};
+use super::registry::{Bucket, Registry};
 use crate::config::WebSocketConfig;
 use crate::delivery::{self, Connectivity};
 use crate::events::Envelope;
@@ -73,10 +73,8 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> Hub {
         let live = outbox.subscribe();
-        let registry = Registry {
-            routed: outbox.durable_seq(),
-            ..Registry::default()
-        };
+        let mut registry = Registry::default();
+        registry.routed = outbox.durable_seq();
         let status = delivery.watch();
         let hub = Hub {
             inner: Arc::new(Inner {
@@ -302,135 +300,6 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut reg = self.hub.registry.lock().unwrap_or_else(|e| e.into_inner());
         reg.remove(self.id, &self.bucket);
-    }
-}
-
-/// Where a connection is indexed: by the most selective field of its filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Bucket {
-    Vehicle(Box<str>),
-    Route(Box<str>),
-    Everything,
-}
-
-struct Entry {
-    id: u64,
-    /// The route filter of a connection indexed by vehicle that filters on both.
-    also_route: Option<Box<str>>,
-    tx: mpsc::Sender<Arc<Frame>>,
-    /// Woken when the connection's queue overflowed.
-    lag: Arc<Notify>,
-}
-
-/// The index of live connections.
-#[derive(Default)]
-struct Registry {
-    next_id: u64,
-    /// Last seq offered to the connections.
-    routed: u64,
-    by_vehicle: HashMap<Box<str>, Vec<Entry>>,
-    by_route: HashMap<Box<str>, Vec<Entry>>,
-    everything: Vec<Entry>,
-}
-
-impl Registry {
-    fn insert(
-        &mut self,
-        filter: &Filter,
-        tx: mpsc::Sender<Arc<Frame>>,
-        lag: Arc<Notify>,
-    ) -> (u64, Bucket) {
-        self.next_id += 1;
-        let (bucket, also_route) = match (&filter.vehicle, &filter.route) {
-            (Some(v), r) => (Bucket::Vehicle(v.as_str().into()), r.as_deref()),
-            (None, Some(r)) => (Bucket::Route(r.as_str().into()), None),
-            (None, None) => (Bucket::Everything, None),
-        };
-        let entry = Entry {
-            id: self.next_id,
-            also_route: also_route.map(Into::into),
-            tx,
-            lag,
-        };
-        match &bucket {
-            Bucket::Vehicle(v) => self.by_vehicle.entry(v.clone()).or_default().push(entry),
-            Bucket::Route(r) => self.by_route.entry(r.clone()).or_default().push(entry),
-            Bucket::Everything => self.everything.push(entry),
-        }
-        (self.next_id, bucket)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.everything.is_empty() && self.by_vehicle.is_empty() && self.by_route.is_empty()
-    }
-
-    fn remove(&mut self, id: u64, bucket: &Bucket) {
-        let keep = |e: &Entry| e.id != id;
-        match bucket {
-            Bucket::Vehicle(v) => retain_in(&mut self.by_vehicle, v, keep),
-            Bucket::Route(r) => retain_in(&mut self.by_route, r, keep),
-            Bucket::Everything => self.everything.retain(keep),
-        }
-    }
-
-    /// Offer a frame to every connection that wants it; drop the ones that cannot take it.
-    fn offer(&mut self, frame: &Arc<Frame>) {
-        let offer = |e: &Entry| offer_to(e, frame);
-        match &frame.target {
-            Target::Event { vehicle, route } => {
-                let route = route.as_deref();
-                retain_in(&mut self.by_vehicle, vehicle, |e| {
-                    let wants = e.also_route.as_deref().is_none_or(|r| Some(r) == route);
-                    !wants || offer(e)
-                });
-                if let Some(r) = route {
-                    retain_in(&mut self.by_route, r, offer);
-                }
-                self.everything.retain(offer);
-                self.routed = self.routed.max(frame.seq);
-            }
-            Target::Status { .. } => {
-                self.by_vehicle.values_mut().for_each(|b| b.retain(offer));
-                self.by_route.values_mut().for_each(|b| b.retain(offer));
-                self.by_vehicle.retain(|_, b| !b.is_empty());
-                self.by_route.retain(|_, b| !b.is_empty());
-                self.everything.retain(offer);
-            }
-        }
-    }
-
-    /// Events up to `upto` cannot be delivered: every connection lags, and is dropped.
-    fn lag_everyone(&mut self, upto: u64) {
-        let entries = self
-            .by_vehicle
-            .drain()
-            .chain(self.by_route.drain())
-            .flat_map(|(_, b)| b)
-            .chain(self.everything.drain(..));
-        entries.for_each(|e| e.lag.notify_one());
-        self.routed = self.routed.max(upto);
-    }
-}
-
-/// Try to queue a frame for one connection; `false` drops the connection from the index.
-fn offer_to(e: &Entry, frame: &Arc<Frame>) -> bool {
-    match e.tx.try_send(frame.clone()) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            e.lag.notify_one();
-            false
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-    }
-}
-
-/// `Vec::retain` on one bucket of a map, removing the bucket when it empties.
-fn retain_in(map: &mut HashMap<Box<str>, Vec<Entry>>, key: &str, keep: impl FnMut(&Entry) -> bool) {
-    if let Some(bucket) = map.get_mut(key) {
-        bucket.retain(keep);
-        if bucket.is_empty() {
-            map.remove(key);
-        }
     }
 }
 

@@ -55,6 +55,7 @@
 
 mod hub;
 mod message;
+mod registry;
 mod session;
 
 use serde::Deserialize;
