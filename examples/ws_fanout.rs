@@ -1,29 +1,33 @@
 //! WebSocket fan-out benchmark: many clients, a steady event rate, delivery latency and memory.
 //!
 //! ```sh
-//! cargo run --release --example ws_fanout                      # the issue's scenario, 30 s
-//! cargo run --release --example ws_fanout -- --seconds 60 --rate 200
+//! cargo run --release --example ws_fanout                   # the issue's scenario, 30 s
+//! cargo run --release --example ws_fanout -- --seconds 60 --rate 200 --durability interval
 //! ```
 //!
-//! The gateway runs as a **child process** (this same executable with `serve-child`), so its
+//! The gateway runs as a **child process** (this same executable with `--serve-child`), so its
 //! resident memory can be read from `/proc/<pid>/status` apart from the clients'. The child runs
 //! `routegate::app::App` with a fresh data directory and no reachable broker, and appends events
-//! to its own outbox when told to over stdin (one `append` per event, `strict` durability: each is
-//! fsynced before clients see it). The parent opens the client connections (tokio-tungstenite,
-//! one task per connection, two runtime threads), measures, and prints a report.
+//! to its own outbox when told to over stdin (one `append` per event; with `strict` durability
+//! each is fsynced before clients see it). The parent opens the client connections
+//! (tokio-tungstenite, one task per connection, two runtime threads), measures, and reports.
 //!
-//! * **Latency** is receive time minus the event's creation time (`time`, set before the durable
-//!   append), so it includes the fsync, the router, the socket and the client's own scheduling.
-//!   Client and gateway share the machine's cores: the figure is pessimistic for the gateway.
+//! * **Latency** per delivered message, two ways: from the event's creation (before the durable
+//!   append: includes the fsync, the router, the socket and the client's scheduling), and from
+//!   the moment the append returned (the fan-out alone; clamped at 0, because the router may
+//!   deliver before the appending task is scheduled again). Client and gateway share the
+//!   machine's cores, so both figures are pessimistic for the gateway.
 //! * **RSS per idle connection** is the child's `VmRSS` with every client connected and idle,
 //!   minus its `VmRSS` before the first connection, divided by the number of connections.
-//! * **Completeness**: every client counts what it got against what its filter should have got.
+//! * **Completeness**: every client counts what it got against what its filter should have got,
+//!   and checks that sequence numbers only increase.
 
 #![allow(
     unsafe_code,
     reason = "setrlimit to allow tens of thousands of sockets"
 )]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
@@ -159,8 +163,12 @@ mod child {
                 ["produce", n, rate, vehicles] => {
                     let (n, rate, vehicles): (u64, u64, u64) =
                         (n.parse()?, rate.parse()?, vehicles.parse()?);
-                    let took = produce(&outbox, n, rate, vehicles).await?;
-                    println!("produced {n} {}", summary(took));
+                    let stamps = produce(&outbox, n, rate, vehicles).await?;
+                    let stamps: Vec<String> = stamps
+                        .iter()
+                        .map(|(seq, created, durable)| format!("{seq},{created},{durable}"))
+                        .collect();
+                    println!("produced {}", stamps.join(" "));
                 }
                 _ => break,
             }
@@ -171,11 +179,12 @@ mod child {
         Ok(())
     }
 
+    /// Append one event; returns its seq and creation time.
     async fn append(
         outbox: &routegate::queue::Outbox,
         vehicle: &str,
         n: u64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<(u64, i64)> {
         let payload = serde_json::json!({"vehicleId": vehicle, "n": n, "latitude": 40.7128,
             "longitude": -74.0060, "speedKmh": 42.5, "headingDeg": 90});
         let e = NewEvent::now(
@@ -185,38 +194,32 @@ mod child {
             None,
             &payload,
         );
-        outbox
+        let written = outbox
             .append(Write {
                 events: vec![e],
                 records: vec![],
             })
             .await?;
-        Ok(())
+        Ok((written[0].seq, written[0].created_at_us))
     }
 
-    /// `n` events at `rate`/s, round-robin over the vehicles; returns each append's duration.
+    /// `n` events at `rate`/s, round-robin over the vehicles; returns `(seq, created, durable)`
+    /// per event, durable being when the append returned (µs since the epoch).
     async fn produce(
         outbox: &routegate::queue::Outbox,
         n: u64,
         rate: u64,
         vehicles: u64,
-    ) -> anyhow::Result<Vec<u64>> {
+    ) -> anyhow::Result<Vec<(u64, i64, i64)>> {
         let mut tick = tokio::time::interval(std::time::Duration::from_micros(1_000_000 / rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut took = Vec::with_capacity(n as usize);
+        let mut stamps = Vec::with_capacity(n as usize);
         for i in 0..n {
             tick.tick().await;
-            let t = std::time::Instant::now();
-            append(outbox, &format!("v{}", i % vehicles), i).await?;
-            took.push(t.elapsed().as_micros() as u64);
+            let (seq, created) = append(outbox, &format!("v{}", i % vehicles), i).await?;
+            stamps.push((seq, created, chrono::Utc::now().timestamp_micros()));
         }
-        Ok(took)
-    }
-
-    fn summary(mut us: Vec<u64>) -> String {
-        us.sort_unstable();
-        let p = |q: f64| us[((us.len() - 1) as f64 * q) as usize];
-        format!("{} {} {}", p(0.5), p(0.99), us[us.len() - 1])
+        Ok(stamps)
     }
 }
 
@@ -226,7 +229,8 @@ struct Seen {
     vehicle: Option<usize>,
     events: u64,
     duplicates_or_disorder: u64,
-    latencies_us: Vec<u32>,
+    /// `(seq, receive time in µs since the epoch)` per event.
+    received: Vec<(u64, i64)>,
     closed_early: bool,
 }
 
@@ -235,7 +239,6 @@ struct Msg<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     seq: u64,
-    time: Option<&'a str>,
 }
 
 async fn client(
@@ -299,13 +302,7 @@ async fn client(
                 }
                 last_seq = m.seq;
                 seen.events += 1;
-                if let Some(t) = m
-                    .time
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                {
-                    let lat = (now_us - t.timestamp_micros()).max(0);
-                    seen.latencies_us.push(lat.min(u32::MAX as i64) as u32);
-                }
+                seen.received.push((m.seq, now_us));
             }
             _ => {}
         }
@@ -334,6 +331,23 @@ fn cpu_secs(pid: u32) -> f64 {
     // Fields 14 and 15 of /proc/pid/stat; after the comm, state is not numeric, so they sit at 10, 11.
     let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
     ticks as f64 / 100.0
+}
+
+/// Microseconds some task on the machine waited for a CPU (PSI), if the kernel reports it.
+fn cpu_pressure_us() -> Option<u64> {
+    let psi = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    psi.lines()
+        .find(|l| l.starts_with("some"))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 struct Gateway {
@@ -388,11 +402,19 @@ impl Gateway {
     }
 }
 
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0
+/// Percentiles of a sorted sample, in milliseconds.
+fn percentiles(sorted: &[i64]) -> String {
+    let p = |q: f64| match sorted.len() {
+        0 => f64::NAN,
+        n => sorted[((n - 1) as f64 * q) as usize] as f64 / 1000.0,
+    };
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+        p(0.5),
+        p(0.99),
+        p(0.999),
+        p(1.0)
+    )
 }
 
 async fn parent(opts: Opts) -> anyhow::Result<()> {
@@ -447,10 +469,12 @@ async fn parent(opts: Opts) -> anyhow::Result<()> {
         cpu_secs(std::process::id()),
         Instant::now(),
     );
+    let (psi0, load0) = (cpu_pressure_us(), load_average());
     gw.command(&format!("produce {events} {} {}", opts.rate, opts.vehicles))?;
     let produced = tokio::task::block_in_place(|| Gateway::read_line(&mut gw.stdout))?;
     let load_secs = t0.elapsed().as_secs_f64();
     let (cpu1, self_cpu1) = (cpu_secs(gw.pid()), cpu_secs(std::process::id()));
+    let (psi1, load1) = (cpu_pressure_us(), load_average());
     tokio::time::sleep(Duration::from_secs(5)).await; // let the last messages arrive
     let rss2 = rss_kb(gw.pid());
     stop.cancel();
@@ -478,51 +502,72 @@ async fn parent(opts: Opts) -> anyhow::Result<()> {
         100.0 * (cpu1 - cpu0) / load_secs,
         100.0 * (self_cpu1 - self_cpu0) / load_secs
     );
+    if let (Some(a), Some(b)) = (psi0, psi1) {
+        println!(
+            "machine during the load: load average {load0} -> {load1}; some task waited for a CPU {:.0}% of the time (PSI)",
+            (b - a) as f64 / (load_secs * 1e4)
+        );
+    }
     Ok(())
 }
 
 fn report(opts: &Opts, seen: &[Seen], events: u64, produced: &str) {
+    // seq -> (created, durable), from the gateway.
+    let stamps: HashMap<u64, (i64, i64)> = produced
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|w| {
+            let mut f = w.split(',').map(|x| x.parse::<i64>().ok());
+            Some((f.next()?? as u64, (f.next()??, f.next()??)))
+        })
+        .collect();
     let per_vehicle = |v: usize| {
-        let v = v as u64;
-        let n = opts.vehicles as u64;
+        let (v, n) = (v as u64, opts.vehicles as u64);
         events / n + u64::from(v < events % n)
     };
     let (mut complete, mut short, mut over, mut closed, mut dups) = (0, 0, 0, 0, 0);
-    let mut all: Vec<u32> = Vec::new();
+    let (mut end_to_end, mut after_durable) = (Vec::new(), Vec::new());
     for s in seen {
-        let expected = s.vehicle.map_or(events, per_vehicle);
-        match s.events.cmp(&expected) {
+        match s.events.cmp(&s.vehicle.map_or(events, per_vehicle)) {
             std::cmp::Ordering::Equal => complete += 1,
             std::cmp::Ordering::Less => short += 1,
             std::cmp::Ordering::Greater => over += 1,
         }
         closed += u64::from(s.closed_early);
         dups += s.duplicates_or_disorder;
-        all.extend_from_slice(&s.latencies_us);
+        for (seq, at) in &s.received {
+            if let Some((created, durable)) = stamps.get(seq) {
+                end_to_end.push(at - created);
+                after_durable.push((at - durable).max(0));
+            }
+        }
     }
-    all.sort_unstable();
-    let words: Vec<&str> = produced.split_whitespace().collect();
+    let mut appends: Vec<i64> = stamps.values().map(|(c, d)| d - c).collect();
+    for v in [&mut end_to_end, &mut after_durable, &mut appends] {
+        v.sort_unstable();
+    }
+    let expected: u64 = seen
+        .iter()
+        .map(|s| s.vehicle.map_or(events, per_vehicle))
+        .sum();
     println!(
-        "events: {events} appended (append p50 {} µs, p99 {} µs, max {} µs)",
-        words.get(2).unwrap_or(&"?"),
-        words.get(3).unwrap_or(&"?"),
-        words.get(4).unwrap_or(&"?")
+        "events appended: {}; append (durable write): {}",
+        stamps.len(),
+        percentiles(&appends)
     );
     println!(
-        "messages delivered: {} ({} expected)",
-        all.len(),
-        seen.iter()
-            .map(|s| s.vehicle.map_or(events, per_vehicle))
-            .sum::<u64>()
+        "messages delivered: {} ({expected} expected)",
+        end_to_end.len()
     );
     println!(
         "clients: {complete} got exactly what they should, {short} fewer, {over} more, {closed} closed early, {dups} duplicate/out-of-order messages"
     );
     println!(
-        "delivery latency (creation -> client): p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        percentile(&all, 0.999),
-        percentile(&all, 1.0)
+        "delivery latency, event creation -> client: {}",
+        percentiles(&end_to_end)
+    );
+    println!(
+        "delivery latency, append returned -> client: {}",
+        percentiles(&after_durable)
     );
 }
