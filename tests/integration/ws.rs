@@ -309,6 +309,39 @@ async fn a_client_that_stops_reading_is_told_lagged_and_closed_while_others_get_
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn a_burst_larger_than_the_buffer_reaches_every_reading_client_without_lagging() {
+    let gw = TestGateway::spawn(|s| s.websocket.buffer_messages = 4).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut c = connect(&gw, "").await;
+        hello(&mut c).await;
+        clients.push(c);
+    }
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut ns = Vec::new();
+                while ns.len() < 300 {
+                    ns.push(next_event(&mut c).await["data"]["n"].as_u64().unwrap());
+                }
+                ns
+            })
+        })
+        .collect();
+    append(&gw, (0..300).map(|n| position("v1", None, n)).collect()).await;
+    for r in readers {
+        let ns = tokio::time::timeout(WAIT, r).await.unwrap().unwrap();
+        assert_eq!(
+            ns,
+            (0..300).collect::<Vec<_>>(),
+            "one batch of 300, buffer of 4"
+        );
+    }
+    gw.stop().await;
+}
+
 /// A WebSocket peer that completes the handshake and then never answers anything.
 async fn silent_peer(gw: &TestGateway) -> TcpStream {
     let mut tcp = TcpStream::connect(gw.addr).await.unwrap();

@@ -7,6 +7,12 @@
 //! router (let alone the outbox writer) wait: that connection is told it lagged and is dropped
 //! from the index.
 //!
+//! A full queue whose session is blocked on its socket means the client does not keep up: it
+//! lags. A full queue whose session is runnable means the gateway is short of CPU (a burst: one
+//! position batch can be hundreds of events): the router waits for room, up to [`ROOM_WAIT`] per
+//! event, and only then lags the connection. The router may then fall behind the outbox; it reads
+//! what it missed from the log (below), so the ingest path never waits either way.
+//!
 //! `routed` is the last seq the router has offered, updated under the same lock as the index, so
 //! a connection that registers learns exactly which events it will get live (`seq > routed`) and
 //! which it must read from the log (`seq <= routed`, all durable). When the router itself falls
@@ -19,12 +25,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::message::{Filter, Frame};
-use super::registry::{Bucket, Registry};
+use super::registry::{Bucket, Link, Registry, Waiting};
 use crate::config::WebSocketConfig;
 use crate::delivery::{self, Connectivity};
 use crate::events::Envelope;
@@ -33,6 +40,10 @@ use crate::queue::{Outbox, Replay};
 
 /// Events read from the log per blocking call when the router fills a gap.
 const GAP_PAGE: usize = 512;
+/// Longest the router waits, per event, for connections that are behind but not lagging.
+pub const ROOM_WAIT: Duration = Duration::from_millis(250);
+/// How often a wait for room re-checks whether the connection's socket is blocked.
+const RECHECK: Duration = Duration::from_millis(10);
 
 /// A cloneable handle to the hub.
 #[derive(Clone)]
@@ -127,11 +138,11 @@ impl Hub {
     pub(super) fn register(
         &self,
         filter: &Filter,
-        lag: Arc<Notify>,
+        link: Arc<Link>,
     ) -> (Registration, mpsc::Receiver<Arc<Frame>>, u64) {
         let (tx, rx) = mpsc::channel(self.inner.config.buffer_messages as usize);
         let mut reg = self.registry();
-        let (id, bucket) = reg.insert(filter, tx, lag);
+        let (id, bucket) = reg.insert(filter, tx, link);
         let routed = reg.routed;
         let guard = Registration {
             hub: self.inner.clone(),
@@ -194,7 +205,7 @@ impl Hub {
                 changed = status.changed(), if status_open => match changed {
                     Ok(()) => {
                         let c = *status.borrow_and_update();
-                        self.on_status(c);
+                        self.on_status(c).await;
                     }
                     Err(_) => status_open = false,
                 },
@@ -218,14 +229,19 @@ impl Hub {
         if env.seq > routed + 1 {
             self.fill_gap(env.seq - 1).await;
         }
-        let frame = Frame::event(env);
-        self.registry().offer(&frame);
+        self.offer(&Frame::event(env)).await;
     }
 
-    fn on_status(&self, c: Connectivity) {
-        let mut reg = self.registry();
-        let frame = Frame::status(reg.routed, Utc::now(), c);
-        reg.offer(&frame);
+    async fn on_status(&self, c: Connectivity) {
+        let routed = self.registry().routed;
+        self.offer(&Frame::status(routed, Utc::now(), c)).await;
+    }
+
+    async fn offer(&self, frame: &Arc<Frame>) {
+        let waiting = self.registry().offer(frame);
+        if !waiting.is_empty() {
+            wait_for_room(frame, waiting).await;
+        }
     }
 
     /// Offer the logged events after `routed` up to `upto`, in order.
@@ -242,9 +258,9 @@ impl Hub {
                 .and_then(|r| r.map_err(|e| e.to_string()));
             match page {
                 Ok(Replay::Events(events)) if !events.is_empty() => {
-                    let frames: Vec<_> = events.iter().map(|e| Frame::event(e)).collect();
-                    let mut reg = self.registry();
-                    frames.iter().for_each(|f| reg.offer(f));
+                    for env in &events {
+                        self.offer(&Frame::event(env)).await;
+                    }
                 }
                 Ok(Replay::Events(_)) => {
                     // Nothing logged in the rest of the range: sequence numbers never used.
@@ -258,6 +274,37 @@ impl Hub {
                     tracing::error!(%cause, "cannot read the event log to fill a gap");
                     self.registry().lag_everyone(upto);
                 }
+            }
+        }
+    }
+}
+
+/// Queue `frame` for connections that were full without lagging, as soon as each has room. A
+/// connection whose socket blocks meanwhile, or that has no room when `ROOM_WAIT` has passed,
+/// lags. The frame goes to each before the router offers the next one, so order is kept.
+async fn wait_for_room(frame: &Arc<Frame>, waiting: Vec<Waiting>) {
+    let deadline = Instant::now() + ROOM_WAIT;
+    for w in waiting {
+        loop {
+            if w.link.has_lagged() {
+                break;
+            }
+            if w.link.is_blocked() {
+                w.link.lag();
+                break;
+            }
+            let step = (Instant::now() + RECHECK).min(deadline);
+            match tokio::time::timeout_at(step, w.tx.reserve()).await {
+                Ok(Ok(permit)) => {
+                    permit.send(frame.clone());
+                    break;
+                }
+                Ok(Err(_closed)) => break,
+                Err(_) if Instant::now() >= deadline => {
+                    w.link.lag();
+                    break;
+                }
+                Err(_) => {}
             }
         }
     }

@@ -2,11 +2,17 @@
 //!
 //! A connection is indexed once, by the most selective field of its filter (vehicle, else route,
 //! else "everything"), so offering an event touches only the buckets of its vehicle and its route
-//! and the "everything" list, and no connection can get an event twice. Offering never waits: a
-//! full queue marks the connection as lagged and removes it from the index.
+//! and the "everything" list, and no connection can get an event twice.
+//!
+//! Offering never blocks. A connection whose queue is full is either **lagging** (its session is
+//! waiting for the socket: the peer does not read fast enough), and is marked lagged and removed,
+//! or merely **behind** (its session is runnable but has not had the CPU yet), and is handed back
+//! to the router as [`Waiting`], for the router to wait on briefly instead of dropping a healthy
+//! client during a burst.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -20,13 +26,55 @@ pub(super) enum Bucket {
     Everything,
 }
 
+/// What the router and one session share besides the queue.
+#[derive(Debug, Default)]
+pub(super) struct Link {
+    lagged: AtomicBool,
+    /// Woken once, when the connection lags.
+    lag: Notify,
+    /// Set while the session waits for its socket to take data.
+    blocked: AtomicBool,
+}
+
+impl Link {
+    /// The connection fell behind: its session ends with `lagged`.
+    pub(super) fn lag(&self) {
+        if !self.lagged.swap(true, Ordering::SeqCst) {
+            self.lag.notify_one();
+        }
+    }
+
+    pub(super) fn has_lagged(&self) -> bool {
+        self.lagged.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the connection has lagged.
+    pub(super) async fn lagged(&self) {
+        self.lag.notified().await;
+    }
+
+    pub(super) fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection that was full but not lagging when a frame was offered.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    pub tx: mpsc::Sender<Arc<Frame>>,
+    pub link: Arc<Link>,
+}
+
 struct Entry {
     id: u64,
     /// The route filter of a connection indexed by vehicle that filters on both.
     also_route: Option<Box<str>>,
     tx: mpsc::Sender<Arc<Frame>>,
-    /// Woken when the connection's queue overflowed.
-    lag: Arc<Notify>,
+    link: Arc<Link>,
 }
 
 /// The index of live connections.
@@ -45,7 +93,7 @@ impl Registry {
         &mut self,
         filter: &Filter,
         tx: mpsc::Sender<Arc<Frame>>,
-        lag: Arc<Notify>,
+        link: Arc<Link>,
     ) -> (u64, Bucket) {
         self.next_id += 1;
         let (bucket, also_route) = match (&filter.vehicle, &filter.route) {
@@ -57,7 +105,7 @@ impl Registry {
             id: self.next_id,
             also_route: also_route.map(Into::into),
             tx,
-            lag,
+            link,
         };
         match &bucket {
             Bucket::Vehicle(v) => self.by_vehicle.entry(v.clone()).or_default().push(entry),
@@ -80,9 +128,11 @@ impl Registry {
         }
     }
 
-    /// Offer a frame to every connection that wants it; drop the ones that cannot take it.
-    pub(super) fn offer(&mut self, frame: &Arc<Frame>) {
-        let offer = |e: &Entry| offer_to(e, frame);
+    /// Offer a frame to every connection that wants it; drop the ones that lag; return the ones
+    /// that are only behind.
+    pub(super) fn offer(&mut self, frame: &Arc<Frame>) -> Vec<Waiting> {
+        let mut waiting = Vec::new();
+        let mut offer = |e: &Entry| offer_to(e, frame, &mut waiting);
         match &frame.target {
             Target::Event { vehicle, route } => {
                 let route = route.as_deref();
@@ -91,19 +141,24 @@ impl Registry {
                     !wants || offer(e)
                 });
                 if let Some(r) = route {
-                    retain_in(&mut self.by_route, r, offer);
+                    retain_in(&mut self.by_route, r, &mut offer);
                 }
                 self.everything.retain(offer);
                 self.routed = self.routed.max(frame.seq);
             }
             Target::Status { .. } => {
-                self.by_vehicle.values_mut().for_each(|b| b.retain(offer));
-                self.by_route.values_mut().for_each(|b| b.retain(offer));
+                for bucket in self.by_vehicle.values_mut() {
+                    bucket.retain(&mut offer);
+                }
+                for bucket in self.by_route.values_mut() {
+                    bucket.retain(&mut offer);
+                }
                 self.by_vehicle.retain(|_, b| !b.is_empty());
                 self.by_route.retain(|_, b| !b.is_empty());
                 self.everything.retain(offer);
             }
         }
+        waiting
     }
 
     /// Events up to `upto` cannot be delivered: every connection lags, and is dropped.
@@ -114,18 +169,28 @@ impl Registry {
             .chain(self.by_route.drain())
             .flat_map(|(_, b)| b)
             .chain(self.everything.drain(..));
-        entries.for_each(|e| e.lag.notify_one());
+        entries.for_each(|e| e.link.lag());
         self.routed = self.routed.max(upto);
     }
 }
 
 /// Try to queue a frame for one connection; `false` drops the connection from the index.
-fn offer_to(e: &Entry, frame: &Arc<Frame>) -> bool {
+fn offer_to(e: &Entry, frame: &Arc<Frame>, waiting: &mut Vec<Waiting>) -> bool {
+    if e.link.has_lagged() {
+        return false;
+    }
     match e.tx.try_send(frame.clone()) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            e.lag.notify_one();
+        Err(mpsc::error::TrySendError::Full(_)) if e.link.is_blocked() => {
+            e.link.lag();
             false
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            waiting.push(Waiting {
+                tx: e.tx.clone(),
+                link: e.link.clone(),
+            });
+            true
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
@@ -144,7 +209,6 @@ fn retain_in(map: &mut HashMap<Box<str>, Vec<Entry>>, key: &str, keep: impl FnMu
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use futures_util::FutureExt;
 
     use super::*;
     use crate::delivery::{Circuit, Connectivity};
@@ -164,7 +228,7 @@ mod tests {
 
     struct Conn {
         rx: mpsc::Receiver<Arc<Frame>>,
-        lag: Arc<Notify>,
+        link: Arc<Link>,
         id: u64,
         bucket: Bucket,
     }
@@ -177,17 +241,17 @@ mod tests {
         }
 
         fn lagged(&self) -> bool {
-            self.lag.notified().now_or_never().is_some()
+            self.link.has_lagged()
         }
     }
 
     fn connect(reg: &mut Registry, f: Filter, capacity: usize) -> Conn {
         let (tx, rx) = mpsc::channel(capacity);
-        let lag = Arc::new(Notify::new());
-        let (id, bucket) = reg.insert(&f, tx, lag.clone());
+        let link = Arc::new(Link::default());
+        let (id, bucket) = reg.insert(&f, tx, link.clone());
         Conn {
             rx,
-            lag,
+            link,
             id,
             bucket,
         }
@@ -212,12 +276,13 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_lags_that_connection_only_and_unindexes_it() {
+    fn a_full_queue_behind_a_blocked_socket_lags_that_connection_only_and_unindexes_it() {
         let mut reg = Registry::default();
         let mut slow = connect(&mut reg, filter(Some("v1"), None), 2);
         let mut fast = connect(&mut reg, filter(Some("v1"), None), 8);
+        slow.link.set_blocked(true);
         for seq in 1..=3 {
-            reg.offer(&frame(seq, "v1", None));
+            assert!(reg.offer(&frame(seq, "v1", None)).is_empty());
             fast.seqs();
         }
         assert!(slow.lagged());
@@ -230,6 +295,21 @@ mod tests {
             "what was queued stays; nothing after the overflow"
         );
         assert_eq!(reg.by_vehicle["v1"].len(), 1);
+    }
+
+    #[test]
+    fn a_full_queue_whose_socket_still_drains_is_handed_back_to_wait_for() {
+        let mut reg = Registry::default();
+        let behind = connect(&mut reg, filter(None, None), 1);
+        reg.offer(&frame(1, "v1", None));
+        let waiting = reg.offer(&frame(2, "v1", None));
+        assert_eq!(waiting.len(), 1);
+        assert!(Arc::ptr_eq(&waiting[0].link, &behind.link));
+        assert!(!behind.lagged());
+        assert_eq!(reg.everything.len(), 1, "still indexed");
+        behind.link.lag();
+        assert!(reg.offer(&frame(3, "v1", None)).is_empty());
+        assert!(reg.everything.is_empty(), "a lagged connection is dropped");
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //! ends it, the session then says why (a close frame, preceded by `lagged` when it fell behind)
 //! under a deadline, and drops the socket.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,6 +24,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::hub::{Hub, Registration, Slot};
 use super::message::{self, Cursor, Filter, Frame, Target};
+use super::registry::Link;
 use super::{CLOSE_LAGGED, CLOSE_PING_TIMEOUT, Error};
 use crate::metrics;
 use crate::queue::Replay;
@@ -89,15 +92,19 @@ where
     let _slot = slot;
     let (sink, mut stream) = socket.split();
     let interval = Duration::from_millis(hub.config().ping_interval_ms);
+    let link = Arc::new(Link::default());
+    let sink = Watched {
+        inner: sink,
+        link: link.clone(),
+    };
     let mut out = Out::new(sink, interval);
-    let lag = Arc::new(Notify::new());
     let end = {
-        let work = serve(&hub, &mut out, &request, &lag);
+        let work = serve(&hub, &mut out, &request, &link);
         let peer = watch_peer(&mut stream, 2 * interval);
         tokio::select! {
             biased;
             () = hub.shutdown().cancelled() => End::Shutdown,
-            () = lag.notified() => End::Lagged,
+            () = link.lagged() => End::Lagged,
             end = peer => end,
             end = work => end,
         }
@@ -106,11 +113,11 @@ where
 }
 
 /// `hello`, the replay, then live events; returns only when the session must end.
-async fn serve<S>(hub: &Hub, out: &mut Out<S>, request: &Request, lag: &Arc<Notify>) -> End
+async fn serve<S>(hub: &Hub, out: &mut Out<S>, request: &Request, link: &Arc<Link>) -> End
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    let started = start(hub, out, request, lag).await;
+    let started = start(hub, out, request, link).await;
     let (_registration, mut queue) = match started {
         Ok(r) => r,
         Err(e) => return End::Failed(e),
@@ -128,7 +135,7 @@ async fn start<S>(
     hub: &Hub,
     out: &mut Out<S>,
     request: &Request,
-    lag: &Arc<Notify>,
+    link: &Arc<Link>,
 ) -> Result<(Registration, mpsc::Receiver<Arc<Frame>>), Error>
 where
     S: Sink<Message, Error = WsError> + Unpin,
@@ -136,7 +143,7 @@ where
     let head = hub.outbox().durable_seq();
     let kafka = hub.kafka();
     let Some(since) = request.since.filter(|&s| s <= head) else {
-        let (registration, queue, routed) = hub.register(&request.filter, lag.clone());
+        let (registration, queue, routed) = hub.register(&request.filter, link.clone());
         out.cursor = Cursor::at(routed);
         let now = Utc::now();
         out.control(message::hello_text(routed, head.max(routed), kafka, now))
@@ -154,7 +161,7 @@ where
     out.control(message::hello_text(since, head, kafka, Utc::now()))
         .await?;
     let mut reset = catch_up(hub, out, &request.filter).await?;
-    let (registration, queue, routed) = hub.register(&request.filter, lag.clone());
+    let (registration, queue, routed) = hub.register(&request.filter, link.clone());
     if reset.is_none() {
         reset = replay(hub, out, &request.filter, routed).await?;
     }
@@ -396,5 +403,44 @@ where
 
     async fn flush(&mut self) -> Result<(), WsError> {
         self.sink.flush().await
+    }
+}
+
+/// The socket's sending half, telling the router (through the [`Link`]) while the peer is not
+/// taking data: a full queue is then the client's doing, not the gateway's.
+struct Watched<S> {
+    inner: S,
+    link: Arc<Link>,
+}
+
+impl<S> Watched<S> {
+    fn watch(&self, poll: Poll<Result<(), WsError>>) -> Poll<Result<(), WsError>> {
+        self.link.set_blocked(poll.is_pending());
+        poll
+    }
+}
+
+impl<S> Sink<Message> for Watched<S>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    type Error = WsError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let poll = Pin::new(&mut self.inner).poll_ready(cx);
+        self.watch(poll)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        Pin::new(&mut self.inner).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(poll)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
