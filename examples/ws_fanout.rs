@@ -56,6 +56,9 @@ struct Opts {
     /// Events per second.
     #[arg(long, default_value_t = 100)]
     rate: u64,
+    /// Events per append (a REST position batch is one append).
+    #[arg(long, default_value_t = 1)]
+    batch: u64,
     /// Seconds of load.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
@@ -157,13 +160,13 @@ mod child {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["warmup"] => {
-                    append(&outbox, "warmup", 0).await?;
+                    append(&outbox, 0, 1, 1).await?;
                     println!("ok");
                 }
-                ["produce", n, rate, vehicles] => {
-                    let (n, rate, vehicles): (u64, u64, u64) =
-                        (n.parse()?, rate.parse()?, vehicles.parse()?);
-                    let stamps = produce(&outbox, n, rate, vehicles).await?;
+                ["produce", n, rate, batch, vehicles] => {
+                    let (n, rate, batch, vehicles): (u64, u64, u64, u64) =
+                        (n.parse()?, rate.parse()?, batch.parse()?, vehicles.parse()?);
+                    let stamps = produce(&outbox, n, rate, batch, vehicles).await?;
                     let stamps: Vec<String> = stamps
                         .iter()
                         .map(|(seq, created, durable)| format!("{seq},{created},{durable}"))
@@ -179,45 +182,54 @@ mod child {
         Ok(())
     }
 
-    /// Append one event; returns its seq and creation time.
+    /// Append `batch` events (vehicles round-robin from `first`) in one write; returns each
+    /// one's seq and creation time.
     async fn append(
         outbox: &routegate::queue::Outbox,
-        vehicle: &str,
-        n: u64,
-    ) -> anyhow::Result<(u64, i64)> {
-        let payload = serde_json::json!({"vehicleId": vehicle, "n": n, "latitude": 40.7128,
-            "longitude": -74.0060, "speedKmh": 42.5, "headingDeg": 90});
-        let e = NewEvent::now(
-            VEHICLE_POSITION,
-            "vehicle-position-events",
-            vehicle,
-            None,
-            &payload,
-        );
+        first: u64,
+        batch: u64,
+        vehicles: u64,
+    ) -> anyhow::Result<Vec<(u64, i64)>> {
+        let events = (first..first + batch)
+            .map(|n| {
+                let vehicle = format!("v{}", n % vehicles);
+                let payload = serde_json::json!({"vehicleId": vehicle, "n": n,
+                    "latitude": 40.7128, "longitude": -74.0060, "speedKmh": 42.5, "headingDeg": 90});
+                NewEvent::now(VEHICLE_POSITION, "vehicle-position-events", &vehicle, None, &payload)
+            })
+            .collect();
         let written = outbox
             .append(Write {
-                events: vec![e],
+                events,
                 records: vec![],
             })
             .await?;
-        Ok((written[0].seq, written[0].created_at_us))
+        Ok(written.iter().map(|e| (e.seq, e.created_at_us)).collect())
     }
 
-    /// `n` events at `rate`/s, round-robin over the vehicles; returns `(seq, created, durable)`
-    /// per event, durable being when the append returned (µs since the epoch).
+    /// `n` events at `rate`/s in writes of `batch`, round-robin over the vehicles; returns
+    /// `(seq, created, durable)` per event, durable being when its append returned (µs since
+    /// the epoch).
     async fn produce(
         outbox: &routegate::queue::Outbox,
         n: u64,
         rate: u64,
+        batch: u64,
         vehicles: u64,
     ) -> anyhow::Result<Vec<(u64, i64, i64)>> {
-        let mut tick = tokio::time::interval(std::time::Duration::from_micros(1_000_000 / rate));
+        let period = std::time::Duration::from_micros(1_000_000 * batch / rate);
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut stamps = Vec::with_capacity(n as usize);
-        for i in 0..n {
+        for first in (0..n).step_by(batch as usize) {
             tick.tick().await;
-            let (seq, created) = append(outbox, &format!("v{}", i % vehicles), i).await?;
-            stamps.push((seq, created, chrono::Utc::now().timestamp_micros()));
+            let written = append(outbox, first, batch.min(n - first), vehicles).await?;
+            let durable = chrono::Utc::now().timestamp_micros();
+            stamps.extend(
+                written
+                    .into_iter()
+                    .map(|(seq, created)| (seq, created, durable)),
+            );
         }
         Ok(stamps)
     }
@@ -231,6 +243,7 @@ struct Seen {
     duplicates_or_disorder: u64,
     /// `(seq, receive time in µs since the epoch)` per event.
     received: Vec<(u64, i64)>,
+    lagged: bool,
     closed_early: bool,
 }
 
@@ -304,6 +317,7 @@ async fn client(
                 seen.events += 1;
                 seen.received.push((m.seq, now_us));
             }
+            "lagged" => seen.lagged = true,
             _ => {}
         }
     }
@@ -470,7 +484,10 @@ async fn parent(opts: Opts) -> anyhow::Result<()> {
         Instant::now(),
     );
     let (psi0, load0) = (cpu_pressure_us(), load_average());
-    gw.command(&format!("produce {events} {} {}", opts.rate, opts.vehicles))?;
+    gw.command(&format!(
+        "produce {events} {} {} {}",
+        opts.rate, opts.batch, opts.vehicles
+    ))?;
     let produced = tokio::task::block_in_place(|| Gateway::read_line(&mut gw.stdout))?;
     let load_secs = t0.elapsed().as_secs_f64();
     let (cpu1, self_cpu1) = (cpu_secs(gw.pid()), cpu_secs(std::process::id()));
@@ -526,6 +543,7 @@ fn report(opts: &Opts, seen: &[Seen], events: u64, produced: &str) {
         events / n + u64::from(v < events % n)
     };
     let (mut complete, mut short, mut over, mut closed, mut dups) = (0, 0, 0, 0, 0);
+    let lagged = seen.iter().filter(|s| s.lagged).count();
     let (mut end_to_end, mut after_durable) = (Vec::new(), Vec::new());
     for s in seen {
         match s.events.cmp(&s.vehicle.map_or(events, per_vehicle)) {
@@ -560,7 +578,7 @@ fn report(opts: &Opts, seen: &[Seen], events: u64, produced: &str) {
         end_to_end.len()
     );
     println!(
-        "clients: {complete} got exactly what they should, {short} fewer, {over} more, {closed} closed early, {dups} duplicate/out-of-order messages"
+        "clients: {complete} got exactly what they should, {short} fewer, {over} more, {closed} closed early ({lagged} told lagged), {dups} duplicate/out-of-order messages"
     );
     println!(
         "delivery latency, event creation -> client: {}",
