@@ -7,8 +7,8 @@
 //! router (let alone the outbox writer) wait: that connection is told it lagged and is dropped
 //! from the index.
 //!
-//! A full queue whose session is blocked on its socket means the client does not keep up: it
-//! lags. A full queue whose session is runnable means the gateway is short of CPU (a burst: one
+//! A full queue whose session is blocked on its socket (or still replaying) means the client does
+//! not keep up: it lags. A full queue whose session is runnable means the gateway is short of CPU (a burst: one
 //! position batch can be hundreds of events): the router waits for room, up to [`ROOM_WAIT`] per
 //! event, and only then lags the connection. The router may then fall behind the outbox; it reads
 //! what it missed from the log (below), so the ingest path never waits either way.
@@ -289,7 +289,7 @@ async fn wait_for_room(frame: &Arc<Frame>, waiting: Vec<Waiting>) {
             if w.link.has_lagged() {
                 break;
             }
-            if w.link.is_blocked() {
+            if !w.link.is_draining() {
                 w.link.lag();
                 break;
             }

@@ -5,10 +5,11 @@
 //! and the "everything" list, and no connection can get an event twice.
 //!
 //! Offering never blocks. A connection whose queue is full is either **lagging** (its session is
-//! waiting for the socket: the peer does not read fast enough), and is marked lagged and removed,
-//! or merely **behind** (its session is runnable but has not had the CPU yet), and is handed back
-//! to the router as [`Waiting`], for the router to wait on briefly instead of dropping a healthy
-//! client during a burst.
+//! waiting for the socket because the peer does not read fast enough, or is still replaying the
+//! log), and is marked lagged and removed, or merely **behind** (its session follows the queue
+//! and is runnable, but has not had the CPU yet), and is handed back to the router as
+//! [`Waiting`], for the router to wait on briefly instead of dropping a healthy client during a
+//! burst.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub(super) struct Link {
     lag: Notify,
     /// Set while the session waits for its socket to take data.
     blocked: AtomicBool,
+    /// Set once the session has finished its replay and takes frames from its queue.
+    following: AtomicBool,
 }
 
 impl Link {
@@ -57,8 +60,14 @@ impl Link {
         self.blocked.store(blocked, Ordering::Relaxed);
     }
 
-    pub(super) fn is_blocked(&self) -> bool {
-        self.blocked.load(Ordering::Relaxed)
+    pub(super) fn set_following(&self) {
+        self.following.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the session is taking frames from its queue as fast as the gateway lets it: a full
+    /// queue is then the gateway's shortage, not the client's.
+    pub(super) fn is_draining(&self) -> bool {
+        self.following.load(Ordering::Relaxed) && !self.blocked.load(Ordering::Relaxed)
     }
 }
 
@@ -181,7 +190,7 @@ fn offer_to(e: &Entry, frame: &Arc<Frame>, waiting: &mut Vec<Waiting>) -> bool {
     }
     match e.tx.try_send(frame.clone()) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) if e.link.is_blocked() => {
+        Err(mpsc::error::TrySendError::Full(_)) if !e.link.is_draining() => {
             e.link.lag();
             false
         }
@@ -280,6 +289,7 @@ mod tests {
         let mut reg = Registry::default();
         let mut slow = connect(&mut reg, filter(Some("v1"), None), 2);
         let mut fast = connect(&mut reg, filter(Some("v1"), None), 8);
+        slow.link.set_following();
         slow.link.set_blocked(true);
         for seq in 1..=3 {
             assert!(reg.offer(&frame(seq, "v1", None)).is_empty());
@@ -301,6 +311,7 @@ mod tests {
     fn a_full_queue_whose_socket_still_drains_is_handed_back_to_wait_for() {
         let mut reg = Registry::default();
         let behind = connect(&mut reg, filter(None, None), 1);
+        behind.link.set_following();
         reg.offer(&frame(1, "v1", None));
         let waiting = reg.offer(&frame(2, "v1", None));
         assert_eq!(waiting.len(), 1);
@@ -310,6 +321,15 @@ mod tests {
         behind.link.lag();
         assert!(reg.offer(&frame(3, "v1", None)).is_empty());
         assert!(reg.everything.is_empty(), "a lagged connection is dropped");
+    }
+
+    #[test]
+    fn a_connection_still_replaying_when_its_queue_fills_lags() {
+        let mut reg = Registry::default();
+        let replaying = connect(&mut reg, filter(None, None), 1);
+        reg.offer(&frame(1, "v1", None));
+        assert!(reg.offer(&frame(2, "v1", None)).is_empty());
+        assert!(replaying.lagged());
     }
 
     #[test]

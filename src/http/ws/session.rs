@@ -122,6 +122,7 @@ where
         Ok(r) => r,
         Err(e) => return End::Failed(e),
     };
+    link.set_following();
     match follow(out, &mut queue, &request.filter).await {
         Ok(end) => end,
         Err(e) => End::Failed(e),

@@ -65,6 +65,7 @@ fn full_queue() -> (mpsc::Receiver<Arc<Frame>>, Waiting) {
     let (tx, rx) = mpsc::channel(1);
     tx.try_send(frame(1)).unwrap();
     let link = Arc::new(Link::default());
+    link.set_following();
     (rx, Waiting { tx, link })
 }
 
