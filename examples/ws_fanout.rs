@@ -545,6 +545,8 @@ fn report(opts: &Opts, seen: &[Seen], events: u64, produced: &str) {
     let (mut complete, mut short, mut over, mut closed, mut dups) = (0, 0, 0, 0, 0);
     let lagged = seen.iter().filter(|s| s.lagged).count();
     let (mut end_to_end, mut after_durable) = (Vec::new(), Vec::new());
+    // seq -> (first, last) receive time over all clients
+    let mut spread: HashMap<u64, (i64, i64)> = HashMap::new();
     for s in seen {
         match s.events.cmp(&s.vehicle.map_or(events, per_vehicle)) {
             std::cmp::Ordering::Equal => complete += 1,
@@ -557,11 +559,24 @@ fn report(opts: &Opts, seen: &[Seen], events: u64, produced: &str) {
             if let Some((created, durable)) = stamps.get(seq) {
                 end_to_end.push(at - created);
                 after_durable.push((at - durable).max(0));
+                let (first, last) = spread.entry(*seq).or_insert((i64::MAX, i64::MIN));
+                (*first, *last) = ((*first).min(*at), (*last).max(*at));
             }
         }
     }
     let mut appends: Vec<i64> = stamps.values().map(|(c, d)| d - c).collect();
-    for v in [&mut end_to_end, &mut after_durable, &mut appends] {
+    let mut first: Vec<i64> = spread
+        .iter()
+        .filter_map(|(seq, (f, _))| stamps.get(seq).map(|(_, d)| (f - d).max(0)))
+        .collect();
+    let mut fan_out: Vec<i64> = spread.values().map(|(f, l)| l - f).collect();
+    for v in [
+        &mut end_to_end,
+        &mut after_durable,
+        &mut appends,
+        &mut first,
+        &mut fan_out,
+    ] {
         v.sort_unstable();
     }
     let expected: u64 = seen
@@ -587,5 +602,13 @@ fn report(opts: &Opts, seen: &[Seen], events: u64, produced: &str) {
     println!(
         "delivery latency, append returned -> client: {}",
         percentiles(&after_durable)
+    );
+    println!(
+        "per event, append returned -> first client: {}",
+        percentiles(&first)
+    );
+    println!(
+        "per event, first client -> last client: {}",
+        percentiles(&fan_out)
     );
 }
