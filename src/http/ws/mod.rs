@@ -60,6 +60,7 @@
 
 mod hub;
 mod message;
+mod out;
 mod registry;
 mod session;
 

@@ -6,24 +6,21 @@
 //! ends it, the session then says why (a close frame, preceded by `lagged` when it fell behind)
 //! under a deadline, and drops the socket.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::Utc;
-use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::hub::{Hub, Registration, Slot};
-use super::message::{self, Cursor, Filter, Frame, Target};
+use super::message::{self, Cursor, Filter, Frame};
+use super::out::{Out, Watched};
 use super::registry::Link;
 use super::{CLOSE_LAGGED, CLOSE_PING_TIMEOUT, Error};
 use crate::metrics;
@@ -333,115 +330,5 @@ where
     tokio::select! {
         _ = tokio::time::timeout(grace, closing) => {}
         () = stop => {}
-    }
-}
-
-/// The sending half with the connection's cursor and ping clock.
-struct Out<S> {
-    sink: S,
-    ticker: Interval,
-    cursor: Cursor,
-}
-
-impl<S> Out<S>
-where
-    S: Sink<Message, Error = WsError> + Unpin,
-{
-    fn new(sink: S, interval: Duration) -> Out<S> {
-        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Out {
-            sink,
-            ticker,
-            cursor: Cursor::default(),
-        }
-    }
-
-    /// An event, unless the cursor already covers it.
-    async fn event(&mut self, seq: u64, text: Utf8Bytes) -> Result<(), WsError> {
-        if self.cursor.admits(seq) {
-            self.feed(Message::Text(text)).await?;
-            self.cursor.advance(seq);
-        }
-        Ok(())
-    }
-
-    /// A frame from the live queue. A status notice carries the connection's resume point: the
-    /// router's `routed` normally, restated when this connection's cursor is already past it.
-    async fn frame(&mut self, frame: &Frame, filter: &Filter) -> Result<(), WsError> {
-        match &frame.target {
-            Target::Event { .. } if frame.is_for(filter) => {
-                self.event(frame.seq, frame.text.clone()).await
-            }
-            Target::Event { .. } => Ok(()),
-            Target::Status { connectivity, at } => {
-                let text = if self.cursor.position() <= frame.seq {
-                    self.cursor.advance(frame.seq);
-                    frame.text.clone()
-                } else {
-                    message::status_text(self.cursor.position(), *at, *connectivity)
-                };
-                self.feed(Message::Text(text)).await
-            }
-        }
-    }
-
-    async fn control(&mut self, text: Utf8Bytes) -> Result<(), WsError> {
-        self.feed(Message::Text(text)).await
-    }
-
-    /// Queue a message; a ping that fell due meanwhile goes first (long replays keep pinging).
-    async fn feed(&mut self, msg: Message) -> Result<(), WsError> {
-        if self.ticker.tick().now_or_never().is_some() {
-            self.sink.feed(Message::Ping(Bytes::new())).await?;
-        }
-        self.sink.feed(msg).await
-    }
-
-    async fn ping(&mut self) -> Result<(), WsError> {
-        self.sink.send(Message::Ping(Bytes::new())).await
-    }
-
-    async fn flush(&mut self) -> Result<(), WsError> {
-        self.sink.flush().await
-    }
-}
-
-/// The socket's sending half, telling the router (through the [`Link`]) while the peer is not
-/// taking data: a full queue is then the client's doing, not the gateway's.
-struct Watched<S> {
-    inner: S,
-    link: Arc<Link>,
-}
-
-impl<S> Watched<S> {
-    fn watch(&self, poll: Poll<Result<(), WsError>>) -> Poll<Result<(), WsError>> {
-        self.link.set_blocked(poll.is_pending());
-        poll
-    }
-}
-
-impl<S> Sink<Message> for Watched<S>
-where
-    S: Sink<Message, Error = WsError> + Unpin,
-{
-    type Error = WsError;
-
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        let poll = Pin::new(&mut self.inner).poll_ready(cx);
-        self.watch(poll)
-    }
-
-    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
-        Pin::new(&mut self.inner).start_send(item)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        let poll = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(poll)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
