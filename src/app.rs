@@ -80,9 +80,11 @@ impl App {
             addr: settings.http.bind.clone(),
             source,
         };
-        let addr = settings.http.bind.parse().map_err(|e| {
-            bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-        })?;
+        let addr = settings
+            .http
+            .bind
+            .parse()
+            .map_err(|e| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
         let listener = http::bind(addr).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         Ok(App {
