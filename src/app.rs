@@ -11,9 +11,11 @@
 //!
 //! 1. readiness turns false and the listener closes (no new requests);
 //! 2. in-flight requests finish, up to `http.shutdown_grace_ms`;
-//! 3. the publisher makes a last pass under a short deadline and stops;
-//! 4. the outbox writer finishes queued writes, flushes and stops;
-//! 5. the data directory is released.
+//! 3. WebSocket clients get close code 1001 and their sessions end, up to the same grace period
+//!    (they read the outbox, so they stop before it does);
+//! 4. the publisher makes a last pass under a short deadline and stops;
+//! 5. the outbox writer finishes queued writes, flushes and stops;
+//! 6. the data directory is released.
 //!
 //! Whatever Kafka has not acknowledged stays on disk for the next start.
 
@@ -28,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::datadir::{DataDir, DataDirError};
 use crate::delivery;
-use crate::http::{self, Api, Lifecycle, auth};
+use crate::http::auth::{TokenFileError, Tokens};
+use crate::http::{self, Api, Lifecycle, ws};
 use crate::metrics;
 use crate::publisher::{self, DrainConfig, Drainer, kafka::KafkaSink};
 use crate::queue::{self, Outbox};
@@ -43,7 +46,7 @@ pub enum AppError {
     #[error("kafka configuration: {0}")]
     Kafka(#[from] publisher::kafka::Error),
     #[error(transparent)]
-    Tokens(#[from] auth::TokenFileError),
+    Tokens(#[from] TokenFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -60,11 +63,13 @@ pub struct App {
     local_addr: SocketAddr,
     outbox: Outbox,
     sink: Arc<KafkaSink>,
+    tokens: Tokens,
 }
 
 impl App {
     /// Take the data directory, open storage and bind the listener.
     pub async fn build(settings: Settings) -> Result<App, AppError> {
+        let tokens = Tokens::load(&settings.http.api_tokens, &settings.http.api_tokens_file)?;
         let data_dir = DataDir::acquire(&settings.storage.data_dir)?;
         let (db_path, storage) = (data_dir.db_path(), settings.storage.clone());
         let outbox = tokio::task::spawn_blocking(move || Outbox::open(&db_path, &storage, &[]))
@@ -75,9 +80,12 @@ impl App {
             addr: settings.http.bind.clone(),
             source,
         };
-        let listener = TcpListener::bind(&settings.http.bind)
-            .await
-            .map_err(bind_err)?;
+        let addr = settings
+            .http
+            .bind
+            .parse()
+            .map_err(|e| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let listener = http::bind(addr).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         Ok(App {
             settings,
@@ -86,6 +94,7 @@ impl App {
             local_addr,
             outbox,
             sink,
+            tokens,
         })
     }
 
@@ -111,9 +120,9 @@ impl App {
             local_addr,
             outbox,
             sink,
+            tokens,
         } = self;
         let lifecycle = Arc::new(Lifecycle::default());
-        let tokens = auth::Tokens::load(&settings.http.api_tokens, &settings.http.api_tokens_file)?;
         let delivery = Arc::new(delivery::Status::default());
         let stop_drain = CancellationToken::new();
         let drainer = Drainer::new(
@@ -123,6 +132,13 @@ impl App {
             delivery.clone(),
         );
         let drain = tokio::spawn(drainer.run(stop_drain.clone()));
+        let hub = ws::Hub::start(
+            outbox.clone(),
+            delivery.clone(),
+            &settings.websocket,
+            settings.http.max_string_length as usize,
+            CancellationToken::new(),
+        );
 
         let api = Api {
             lifecycle: lifecycle.clone(),
@@ -130,6 +146,7 @@ impl App {
             delivery,
             metrics: metrics::install(),
             tokens,
+            ws: hub.clone(),
         };
         if let Err(e) = data_dir.publish_address(local_addr) {
             tracing::warn!(cause = %e, "cannot record the gateway address for the operator CLI");
@@ -149,6 +166,12 @@ impl App {
             tracing::warn!(
                 grace_ms = settings.http.shutdown_grace_ms,
                 "in-flight requests outlived the grace period"
+            );
+        }
+        if !hub.close(grace).await {
+            tracing::warn!(
+                grace_ms = settings.http.shutdown_grace_ms,
+                "WebSocket sessions outlived the grace period"
             );
         }
 

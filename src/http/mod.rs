@@ -10,13 +10,15 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod status;
+pub mod ws;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use warp::Filter;
 
 use crate::delivery;
@@ -31,7 +33,10 @@ pub struct Api {
     pub outbox: Outbox,
     pub delivery: Arc<delivery::Status>,
     pub metrics: PrometheusHandle,
+    /// Bearer tokens; empty means authentication is off.
     pub tokens: auth::Tokens,
+    /// The WebSocket hub (live events).
+    pub ws: ws::Hub,
 }
 
 impl std::fmt::Debug for Api {
@@ -66,8 +71,28 @@ pub fn routes(
             api.tokens.clone(),
         ))
         .unify()
+        .or(ws::route(api.ws.clone(), api.tokens.clone()))
+        .unify()
         .recover(error::recover)
 }
+
+/// Bind the API's listener with `TCP_NODELAY`, which the connections it accepts inherit (Linux
+/// copies it from the listening socket; warp has no option of its own). Without it, Nagle's
+/// algorithm holds a small WebSocket frame back while the previous one is unacknowledged, which
+/// with the client's delayed ACK adds up to 40 ms to a push.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections the kernel queues for `accept` (what tokio's `TcpListener::bind` uses).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// Serve `routes` on `listener` until `shutdown` resolves; then stop accepting and wait up to
 /// `grace` for in-flight requests. Returns `false` if the grace period ran out.
@@ -96,4 +121,16 @@ where
         _ = stopped_rx => {}
     }
     tokio::time::timeout(grace, server).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn accepted_connections_inherit_no_delay_from_the_listener() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }

@@ -7,3 +7,4 @@ mod delivery;
 mod gateway;
 mod kafka_harness;
 mod operator;
+mod ws;
