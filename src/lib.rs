@@ -27,6 +27,7 @@ pub mod delivery;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod optimize;
 pub mod publisher;
 pub mod queue;
 pub mod telemetry;
