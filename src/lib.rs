@@ -30,4 +30,5 @@ pub mod metrics;
 pub mod optimize;
 pub mod publisher;
 pub mod queue;
+pub mod store;
 pub mod telemetry;
