@@ -13,6 +13,8 @@ use warp::reject::{Reject, Rejection};
 use warp::reply::Response;
 use warp::{Reply, reply};
 
+use crate::{metrics, queue, store};
+
 /// An error a handler answers with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -29,6 +31,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// Refused by policy (a CORS origin that is not allowed).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("method not allowed on this path")]
     MethodNotAllowed,
     #[error("request body too large")]
@@ -48,6 +53,48 @@ pub enum ApiError {
 
 impl Reject for ApiError {}
 
+/// Seconds a client should wait before retrying a write the full outbox refused.
+const QUOTA_RETRY_AFTER_SECS: u64 = 5;
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> ApiError {
+        use store::Error as S;
+        match e {
+            S::NotFound(m) => ApiError::NotFound(m),
+            S::Conflict(m) => ApiError::Conflict(m),
+            S::Invalid { field, message } => ApiError::BadRequest {
+                message: format!("invalid {field}: {message}"),
+                field: Some(field),
+            },
+            S::Queue(q) => ApiError::from(q),
+            S::Busy | S::TimedOut => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after_secs: 1,
+            },
+            S::Optimizer(_) | S::Corrupt { .. } | S::Task(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<queue::Error> for ApiError {
+    fn from(e: queue::Error) -> ApiError {
+        match e {
+            queue::Error::QuotaExceeded { .. } => {
+                metrics::outbox_full();
+                ApiError::Unavailable {
+                    message: format!("{e}; nothing was written, retry later"),
+                    retry_after_secs: QUOTA_RETRY_AFTER_SECS,
+                }
+            }
+            queue::Error::Closed => ApiError::Unavailable {
+                message: "the gateway is shutting down; nothing was written".into(),
+                retry_after_secs: 1,
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(message: impl Into<String>, field: Option<&str>) -> ApiError {
         ApiError::BadRequest {
@@ -62,6 +109,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -76,6 +124,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -164,6 +213,9 @@ fn classify(r: &Rejection) -> ApiError {
     }
     if let Some(e) = r.find::<w::LengthRequired>() {
         return ApiError::bad_request(e.to_string(), Some("content-length"));
+    }
+    if let Some(e) = r.find::<warp::cors::CorsForbidden>() {
+        return ApiError::Forbidden(e.to_string());
     }
     if let Some(e) = r.find::<warp::ws::MissingConnectionUpgrade>() {
         return ApiError::bad_request(e.to_string(), Some("upgrade"));

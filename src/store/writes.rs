@@ -180,6 +180,8 @@ impl Store {
             now: Some(now),
             ..(*self.params).clone()
         };
+        let mut problem = problem;
+        cap_compute(&mut problem, params.max_compute_ms);
         let input = PlanInput {
             stops: problem.stops.clone(),
             start: problem.start,
@@ -252,7 +254,8 @@ impl Store {
         loop {
             let (raw, mut rec, vehicle) = self.load_with_vehicle(route_id.to_string()).await?;
             let now = Utc::now();
-            let problem = replan::remaining_problem(&rec, vehicle.1.last_position.as_ref())?;
+            let mut problem = replan::remaining_problem(&rec, vehicle.1.last_position.as_ref())?;
+            cap_compute(&mut problem, self.params.max_compute_ms);
             let remaining = problem.stops.len();
             let params = optimize::Params {
                 now: Some(now),
@@ -413,6 +416,17 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// A request may ask for less solver time than the server allows, never more (values out of the
+/// optimizer's range are left for it to refuse with their field).
+fn cap_compute(problem: &mut Problem, max_ms: u64) {
+    let prefs = &mut problem.preferences;
+    if let Some(ms) = prefs.max_compute_millis
+        && (1..=optimize::MAX_COMPUTE_MILLIS).contains(&ms)
+    {
+        prefs.max_compute_millis = Some(ms.min(max_ms));
     }
 }
 
