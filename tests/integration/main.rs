@@ -3,4 +3,6 @@
 
 mod harness;
 
+mod delivery;
 mod gateway;
+mod kafka_harness;

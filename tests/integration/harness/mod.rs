@@ -9,3 +9,4 @@
     reason = "signals and PR_SET_PDEATHSIG for child processes"
 )]
 pub mod gateway;
+pub mod kafka;

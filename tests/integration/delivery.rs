@@ -1,0 +1,418 @@
+//! The outbox's guarantees against a real Kafka broker, each checked with the independent
+//! reader (Kafka's own consumer), never with rskafka.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use routegate::config::{SaslMechanism, Settings};
+use routegate::events::{Envelope, NewEvent};
+use routegate::publisher::partition::partition_for_key;
+use routegate::queue::{self, Write};
+
+use crate::harness::gateway::TestGateway;
+use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Gateway settings for a broker: fast retries so fault tests do not wait long.
+fn kafka_settings(s: &mut Settings, bootstrap: String, partitions: u32, rf: u16) {
+    s.kafka.brokers = bootstrap.split(',').map(str::to_string).collect();
+    s.kafka.topic_partitions = partitions;
+    s.kafka.replication_factor = rf;
+    s.kafka.request_timeout_ms = 5_000;
+    s.kafka.backoff_initial_ms = 50;
+    s.kafka.backoff_max_ms = 1_000;
+    s.kafka.breaker_cooldown_ms = 1_000;
+    s.kafka.batch_max_records = 200;
+}
+
+/// Append `n` events round-robin over `keys`, `per_write` events per atomic write.
+async fn append(
+    gw: &TestGateway,
+    topic: &str,
+    keys: &[&str],
+    n: usize,
+    per_write: usize,
+) -> Vec<Arc<Envelope>> {
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let events = (i..(i + per_write).min(n))
+            .map(|j| {
+                let key = keys[j % keys.len()];
+                NewEvent::now("test.event", topic, key, None, &serde_json::json!({"n": j}))
+            })
+            .collect();
+        let written = gw
+            .outbox()
+            .append(Write {
+                events,
+                records: vec![],
+            })
+            .await
+            .expect("append");
+        i += written.len();
+        out.extend(written);
+    }
+    out
+}
+
+fn header<'a>(r: &'a ConsumedRecord, name: &str) -> Option<&'a [u8]> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// What the topic holds compared to what was acknowledged.
+#[derive(Debug)]
+struct Delivery {
+    duplicates: usize,
+}
+
+/// Every acknowledged event is in the topic exactly as sent (value, key, CloudEvents id, the
+/// Java producer's partition), and per key the first deliveries are in sequence order.
+fn check_delivery(records: &[ConsumedRecord], sent: &[Arc<Envelope>], partitions: i32) -> Delivery {
+    let by_id: HashMap<String, &Arc<Envelope>> =
+        sent.iter().map(|e| (e.id.to_string(), e)).collect();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut per_partition: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
+    for r in records {
+        let id = String::from_utf8(header(r, "ce_id").expect("ce_id header").to_vec()).unwrap();
+        let Some(e) = by_id.get(&id) else { continue };
+        *seen.entry(id).or_default() += 1;
+        assert_eq!(
+            r.value.as_deref(),
+            Some(e.payload.as_slice()),
+            "value of {}",
+            e.seq
+        );
+        assert_eq!(r.key.as_deref(), Some(e.key.as_bytes()));
+        assert_eq!(r.partition, partition_for_key(e.key.as_bytes(), partitions));
+        assert_eq!(header(r, "ce_type"), Some(e.kind.as_bytes()));
+        assert_eq!(header(r, "ce_specversion"), Some(&b"1.0"[..]));
+        assert_eq!(header(r, "content-type"), Some(&b"application/json"[..]));
+        assert!(header(r, "ce_source").is_some() && header(r, "ce_time").is_some());
+        per_partition
+            .entry(r.partition)
+            .or_default()
+            .push((r.offset, e.seq));
+    }
+    let missing: Vec<u64> = sent
+        .iter()
+        .filter(|e| !seen.contains_key(&e.id.to_string()))
+        .map(|e| e.seq)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in Kafka: {missing:?}"
+    );
+    for (p, mut items) in per_partition {
+        items.sort_unstable();
+        let mut first_seen = Vec::new();
+        let mut done = std::collections::HashSet::new();
+        for (_, seq) in items {
+            if done.insert(seq) {
+                first_seen.push(seq);
+            }
+        }
+        assert!(
+            first_seen.windows(2).all(|w| w[0] < w[1]),
+            "partition {p}: first deliveries out of sequence order: {first_seen:?}"
+        );
+    }
+    Delivery {
+        duplicates: seen.values().map(|c| c - 1).sum(),
+    }
+}
+
+async fn wait_until_drained(gw: &TestGateway) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while gw.outbox().stats().pending_events > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox not drained: {:?}",
+            gw.outbox().stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const KEYS: &[&str] = &["veh-a", "veh-b", "veh-c", "veh-d", "veh-e"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_while_the_broker_is_absent_are_all_delivered_in_order_once_it_starts() {
+    let cluster = KafkaCluster::single().await;
+    cluster.stop(1).await;
+    let topic = kafka::unique_topic("absent");
+    let gw = TestGateway::spawn(|s| kafka_settings(s, cluster.bootstrap(), 3, 1)).await;
+    let sent = append(&gw, &topic, KEYS, 300, 7).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gw.outbox().stats().pending_events, 300, "all wait on disk");
+    let (status, health) = gw.get_json("/traffic/routes/kafka-health").await;
+    assert_eq!(status, 503, "{health}");
+
+    cluster.start_node(1).await;
+    let records = cluster.wait_for_records(&topic, 300, WAIT).await;
+    let d = check_delivery(&records, &sent, 3);
+    assert_eq!(d.duplicates, 0);
+    wait_until_drained(&gw).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_with_sigkill_mid_stream_and_restarted_loses_nothing() {
+    let cluster = KafkaCluster::single().await;
+    let topic = kafka::unique_topic("sigkill");
+    let gw = TestGateway::spawn(|s| kafka_settings(s, cluster.bootstrap(), 2, 1)).await;
+    let mut sent = append(&gw, &topic, KEYS, 200, 5).await;
+    cluster.wait_for_records(&topic, 50, WAIT).await;
+    cluster.kill(1).await;
+    sent.extend(append(&gw, &topic, KEYS, 200, 5).await);
+    cluster.start_node(1).await;
+    sent.extend(append(&gw, &topic, KEYS, 200, 5).await);
+    wait_until_drained(&gw).await;
+    let records = cluster.wait_for_records(&topic, 600, WAIT).await;
+    let d = check_delivery(&records, &sent, 2);
+    eprintln!(
+        "broker SIGKILL: {} records for 600 events, {} duplicates",
+        records.len(),
+        d.duplicates
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_partition_leadership_while_producing_loses_nothing_and_keeps_key_order() {
+    let cluster = KafkaCluster::start(3).await;
+    let topic = kafka::unique_topic("leader-move");
+    cluster
+        .create_topic_with_assignment(&topic, &[&[1, 2, 3]])
+        .await;
+    let gw = TestGateway::spawn(|s| kafka_settings(s, cluster.bootstrap(), 1, 3)).await;
+    let producer = {
+        let (outbox, topic) = (gw.outbox().clone(), topic.clone());
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for i in 0..60 {
+                let events = (0..10)
+                    .map(|j| {
+                        let key = KEYS[(i * 10 + j) % KEYS.len()];
+                        NewEvent::now("test.event", &topic, key, None, &(i * 10 + j))
+                    })
+                    .collect();
+                let w = Write {
+                    events,
+                    records: vec![],
+                };
+                sent.extend(outbox.append(w).await.expect("append"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.move_leader(&topic, 0, 2).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.move_leader(&topic, 0, 3).await;
+    let sent = producer.await.unwrap();
+    wait_until_drained(&gw).await;
+    assert_eq!(cluster.leader_of(&topic, 0).await, Some(3));
+    let records = cluster.wait_for_records(&topic, sent.len(), WAIT).await;
+    let d = check_delivery(&records, &sent, 1);
+    eprintln!(
+        "leader moves: {} events, {} duplicates",
+        sent.len(),
+        d.duplicates
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_deleted_while_running_is_recreated_and_delivery_resumes() {
+    let cluster = kafka::shared().await;
+    let topic = kafka::unique_topic("deleted");
+    let gw = TestGateway::spawn(|s| kafka_settings(s, cluster.bootstrap(), 2, 1)).await;
+    let first = append(&gw, &topic, KEYS, 50, 5).await;
+    cluster.wait_for_records(&topic, 50, WAIT).await;
+    wait_until_drained(&gw).await;
+    cluster.delete_topic(&topic).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = append(&gw, &topic, KEYS, 50, 5).await;
+    wait_until_drained(&gw).await;
+    let records = cluster.wait_for_records(&topic, 50, WAIT).await;
+    let partitions = cluster.describe_topic(&topic).await.partitions.len() as i32;
+    check_delivery(&records, &second, partitions);
+    let old: Vec<_> = first.iter().map(|e| e.id.to_string()).collect();
+    assert!(
+        records
+            .iter()
+            .all(|r| !old
+                .contains(&String::from_utf8_lossy(header(r, "ce_id").unwrap()).into_owned())),
+        "the recreated topic holds only the new events"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_quota_refuses_appends_drops_nothing_and_accepts_again_once_drained() {
+    let cluster = KafkaCluster::single().await;
+    cluster.stop(1).await;
+    let topic = kafka::unique_topic("quota");
+    let gw = TestGateway::spawn(|s| {
+        kafka_settings(s, cluster.bootstrap(), 1, 1);
+        s.storage.max_queue_events = 40;
+    })
+    .await;
+    let sent = append(&gw, &topic, KEYS, 40, 4).await;
+    let refused = gw
+        .outbox()
+        .append(Write {
+            events: vec![NewEvent::now("test.event", &topic, "veh-a", None, &"x")],
+            records: vec![],
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(queue::Error::QuotaExceeded { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(gw.outbox().stats().pending_events, 40, "nothing dropped");
+
+    cluster.start_node(1).await;
+    wait_until_drained(&gw).await;
+    let more = append(&gw, &topic, KEYS, 10, 1).await;
+    wait_until_drained(&gw).await;
+    let records = cluster.wait_for_records(&topic, 50, WAIT).await;
+    let all: Vec<_> = sent.into_iter().chain(more).collect();
+    check_delivery(&records, &all, 1);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_record_on_disk_is_dead_lettered_and_all_others_are_delivered() {
+    let cluster = kafka::shared().await;
+    let topic = kafka::unique_topic("corrupt");
+    let dead_broker = |s: &mut Settings| kafka_settings(s, "127.0.0.1:9".into(), 1, 1);
+    let gw = TestGateway::spawn(dead_broker).await;
+    let sent = append(&gw, &topic, KEYS, 20, 20).await;
+    let dir = gw.stop().await;
+
+    let victim = sent[7].seq;
+    {
+        let db = sled::open(dir.path().join("db")).expect("open the stopped gateway's db");
+        let events = db.open_tree("events").unwrap();
+        let key = victim.to_be_bytes();
+        let mut raw = events.get(key).unwrap().expect("stored").to_vec();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 0xff;
+        events.insert(key, raw).unwrap();
+        db.flush().unwrap();
+    }
+
+    let bootstrap = cluster.bootstrap();
+    let gw = TestGateway::spawn_in(dir, |s| kafka_settings(s, bootstrap, 1, 1)).await;
+    wait_until_drained(&gw).await;
+    let records = cluster.wait_for_records(&topic, 19, WAIT).await;
+    let survivors: Vec<_> = sent.iter().filter(|e| e.seq != victim).cloned().collect();
+    let d = check_delivery(&records, &survivors, 1);
+    assert_eq!((records.len(), d.duplicates), (19, 0));
+    let dead = gw.outbox().dead_letters(0, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].seq, victim);
+    assert!(dead[0].reason.contains("checksum"), "{}", dead[0].reason);
+    gw.stop().await;
+}
+
+async fn deliver_through(cluster: &KafkaCluster, configure: impl FnOnce(&mut Settings)) {
+    let topic = kafka::unique_topic("secured");
+    let gw = TestGateway::spawn(configure).await;
+    let sent = append(&gw, &topic, KEYS, 20, 5).await;
+    wait_until_drained(&gw).await;
+    let records = cluster.wait_for_records(&topic, 20, WAIT).await;
+    check_delivery(&records, &sent, 1);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_a_sasl_broker_with_plain_and_both_scram_mechanisms() {
+    let cluster = kafka::shared().await;
+    for mechanism in [
+        SaslMechanism::Plain,
+        SaslMechanism::ScramSha256,
+        SaslMechanism::ScramSha512,
+    ] {
+        deliver_through(cluster, |s| {
+            kafka_settings(s, cluster.sasl_bootstrap(), 1, 1);
+            s.kafka.sasl.mechanism = mechanism;
+            s.kafka.sasl.username = cluster.sasl_user().username.into();
+            s.kafka.sasl.password = cluster.sasl_user().password.into();
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_a_broker_over_tls_and_over_sasl_ssl() {
+    let cluster = kafka::shared().await;
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), cluster.tls_ca_pem()).unwrap();
+    let ca_file = ca.path().to_str().unwrap().to_string();
+    deliver_through(cluster, |s| {
+        kafka_settings(s, cluster.ssl_bootstrap(), 1, 1);
+        s.kafka.tls.enabled = true;
+        s.kafka.tls.ca_file = ca_file.clone();
+    })
+    .await;
+    deliver_through(cluster, |s| {
+        kafka_settings(s, cluster.sasl_ssl_bootstrap(), 1, 1);
+        s.kafka.tls.enabled = true;
+        s.kafka.tls.ca_file = ca_file.clone();
+        s.kafka.sasl.mechanism = SaslMechanism::ScramSha512;
+        s.kafka.sasl.username = cluster.sasl_user().username.into();
+        s.kafka.sasl.password = cluster.sasl_user().password.into();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_sasl_password_keeps_events_queued_and_reports_the_failure() {
+    let cluster = kafka::shared().await;
+    let topic = kafka::unique_topic("badauth");
+    let gw = TestGateway::spawn(|s| {
+        kafka_settings(s, cluster.sasl_bootstrap(), 1, 1);
+        s.kafka.sasl.mechanism = SaslMechanism::ScramSha512;
+        s.kafka.sasl.username = cluster.sasl_user().username.into();
+        s.kafka.sasl.password = "not-the-password".into();
+        s.kafka.request_timeout_ms = 1_000;
+    })
+    .await;
+    append(&gw, &topic, KEYS, 5, 5).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, h) = gw.get_json("/traffic/routes/kafka-health").await;
+        if h["lastError"].is_string() {
+            assert_ne!(h["status"], "healthy");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failure reported: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(gw.outbox().stats().pending_events, 5);
+    assert_eq!(
+        gw.outbox().stats().dead_letters,
+        0,
+        "a credentials problem is not poison"
+    );
+    gw.stop().await;
+}
+
+/// Shared options are what the shared broker runs with; this keeps the SASL/TLS tests honest.
+#[test]
+fn the_shared_broker_offers_sasl_and_tls_listeners() {
+    let o: ClusterOptions = kafka::shared_options();
+    assert!(o.sasl && o.tls);
+}

@@ -1,0 +1,240 @@
+//! Topics, leadership and reading, all through the independent client (`KafkaTool`), plus
+//! running any Kafka tool main class.
+//!
+//! These methods panic with the tool's error text: in a test, a failed admin call is a failed
+//! test. `try_*` variants return the error for tests that expect one.
+
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::cluster::KafkaCluster;
+use super::process::{JvmKind, java_command};
+use super::tool::{ConsumedRecord, TopicDescription, decode_records};
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl KafkaCluster {
+    async fn tool(&self, cmd: &str, args: Value) -> Result<Value, String> {
+        self.inner.tool.call(cmd, args, ADMIN_TIMEOUT).await
+    }
+
+    async fn tool_or_panic(&self, cmd: &str, args: Value) -> Value {
+        let what = format!("{cmd} {args}");
+        self.tool(cmd, args)
+            .await
+            .unwrap_or_else(|e| panic!("Kafka admin call `{what}` failed: {e}"))
+    }
+
+    /// Creates a topic and waits until every partition has a leader.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+    ) -> TopicDescription {
+        let args = json!({ "name": name, "partitions": partitions, "rf": replication_factor });
+        description(self.tool_or_panic("create-topic", args).await)
+    }
+
+    /// Creates a topic with explicit replicas per partition (`assignment[p]` = replicas of
+    /// partition `p`, preferred leader first), e.g. `&[&[1, 2, 3]]`.
+    pub async fn create_topic_with_assignment(
+        &self,
+        name: &str,
+        assignment: &[&[i32]],
+    ) -> TopicDescription {
+        let args = json!({ "name": name, "assignment": assignment });
+        description(self.tool_or_panic("create-topic", args).await)
+    }
+
+    pub async fn delete_topic(&self, name: &str) {
+        self.tool_or_panic("delete-topic", json!({ "name": name }))
+            .await;
+    }
+
+    pub async fn describe_topic(&self, name: &str) -> TopicDescription {
+        description(
+            self.tool_or_panic("describe-topic", json!({ "name": name }))
+                .await,
+        )
+    }
+
+    /// Names of the non-internal topics.
+    pub async fn list_topics(&self) -> Vec<String> {
+        let topics = self.tool_or_panic("list-topics", json!({})).await;
+        serde_json::from_value(topics).expect("list-topics answers a list of names")
+    }
+
+    /// Every record of every partition, from the beginning up to the end offsets at call time,
+    /// ordered by partition and offset, read by Kafka's own consumer (no consumer group).
+    pub async fn read_topic(&self, name: &str) -> Vec<ConsumedRecord> {
+        self.try_read_topic(name)
+            .await
+            .unwrap_or_else(|e| panic!("reading topic {name} failed: {e}"))
+    }
+
+    /// [`Self::read_topic`], returning the error (e.g. the topic does not exist yet).
+    pub async fn try_read_topic(&self, name: &str) -> Result<Vec<ConsumedRecord>, String> {
+        self.tool("read-topic", json!({ "name": name }))
+            .await
+            .map(decode_records)
+    }
+
+    /// Polls [`Self::read_topic`] until the topic holds at least `n` records; for tests that
+    /// wait for the gateway's drain. Panics after `timeout` with what it saw.
+    pub async fn wait_for_records(
+        &self,
+        topic: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<ConsumedRecord> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.try_read_topic(topic).await;
+            match seen {
+                Ok(records) if records.len() >= n => return records,
+                _ if Instant::now() >= deadline => {
+                    let seen = seen.map(|r| format!("{} records", r.len()));
+                    panic!(
+                        "topic {topic} did not reach {n} records within {timeout:?}; last read: {seen:?}"
+                    )
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// The current leader of a partition, `None` while it has none.
+    pub async fn leader_of(&self, topic: &str, partition: i32) -> Option<i32> {
+        let topic_description = self.describe_topic(topic).await;
+        topic_description
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .unwrap_or_else(|| panic!("topic {topic} has no partition {partition}"))
+            .leader
+    }
+
+    /// Polls until the partition's leader satisfies `wanted`; returns it. Panics after `timeout`.
+    pub async fn wait_for_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+        wanted: impl Fn(Option<i32>) -> bool,
+    ) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self.leader_of(topic, partition).await;
+            if wanted(leader) {
+                return leader;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}-{partition}: the leader is still {leader:?} after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls until the partition has `n` in-sync replicas, e.g. after a node rejoined.
+    pub async fn wait_for_isr(&self, topic: &str, partition: i32, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let topic_description = self.describe_topic(topic).await;
+            let isr = topic_description
+                .partitions
+                .iter()
+                .find(|p| p.partition == partition)
+                .map(|p| p.isr.clone())
+                .unwrap_or_default();
+            if isr.len() >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}-{partition}: ISR {isr:?} did not reach {n} replicas in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sets a partition's replica list (Admin `alterPartitionReassignments`) and waits until the
+    /// reassignment is done. The first replica becomes the preferred leader.
+    pub async fn reassign(&self, topic: &str, partition: i32, replicas: &[i32]) {
+        let args = json!({ "name": topic, "partition": partition, "replicas": replicas });
+        self.tool_or_panic("reassign", args).await;
+    }
+
+    /// Runs a preferred leader election (Admin `electLeaders(PREFERRED)`) for one partition.
+    pub async fn elect_preferred(&self, topic: &str, partition: i32) {
+        let args = json!({ "name": topic, "partition": partition });
+        self.tool_or_panic("elect-preferred", args).await;
+    }
+
+    /// Moves a partition's leadership to `new_leader` while the old leader stays up: reorders
+    /// the replicas with `new_leader` first, runs a preferred election, and waits until the
+    /// metadata shows it. A client that still sends to the old leader then gets
+    /// NOT_LEADER_OR_FOLLOWER, deterministically.
+    pub async fn move_leader(&self, topic: &str, partition: i32, new_leader: i32) {
+        let topic_description = self.describe_topic(topic).await;
+        let current = topic_description
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .unwrap_or_else(|| panic!("topic {topic} has no partition {partition}"));
+        assert!(
+            current.replicas.contains(&new_leader),
+            "node {new_leader} is not a replica of {topic}-{partition} (replicas {:?})",
+            current.replicas
+        );
+        let mut replicas = vec![new_leader];
+        replicas.extend(current.replicas.iter().filter(|&&r| r != new_leader));
+        self.reassign(topic, partition, &replicas).await;
+        self.elect_preferred(topic, partition).await;
+        let moved = |leader| leader == Some(new_leader);
+        self.wait_for_leader(topic, partition, Duration::from_secs(30), moved)
+            .await;
+    }
+
+    /// Runs any main class on the Kafka classpath in a fresh tool JVM (under the Watchdog), e.g.
+    /// `org.apache.kafka.tools.ProducerPerformance`, and returns its output. The JVM's stdin is
+    /// the Watchdog's pipe, so the tool cannot read stdin.
+    pub async fn run_tool(&self, main_class: &str, args: &[&str]) -> Output {
+        self.run_tool_with_jvm_flags(main_class, &[], args).await
+    }
+
+    /// [`Self::run_tool`] with extra JVM flags after the harness's own (the last one wins), e.g.
+    /// `-XX:TieredStopAtLevel=4 -Xmx1g` so a benchmark tool gets the full JIT and heap.
+    pub async fn run_tool_with_jvm_flags(
+        &self,
+        main_class: &str,
+        jvm_flags: &[&str],
+        args: &[&str],
+    ) -> Output {
+        let mut command = java_command(self.inner.install, JvmKind::Tool, &self.inner.marker);
+        command
+            .args(jvm_flags)
+            .arg("routegate.harness.Watchdog")
+            .arg(main_class)
+            .args(args);
+        let mut child = tokio::process::Command::from(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {main_class}: {e}"));
+        let _stdin = child.stdin.take();
+        child
+            .wait_with_output()
+            .await
+            .unwrap_or_else(|e| panic!("waiting for {main_class}: {e}"))
+    }
+}
+
+fn description(value: Value) -> TopicDescription {
+    serde_json::from_value(value).expect("KafkaTool sent an unexpected topic description")
+}

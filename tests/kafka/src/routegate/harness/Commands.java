@@ -1,0 +1,247 @@
+package routegate.harness;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Base64;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Properties;
+import java.util.Set;
+import java.util.TreeMap;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.NewPartitionReassignment;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.admin.TopicListing;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.ElectionType;
+import org.apache.kafka.common.Node;
+import org.apache.kafka.common.PartitionInfo;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.errors.ElectionNotNeededException;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+
+/** The commands of {@link KafkaTool}; each takes its JSON arguments and returns a JSON result. */
+final class Commands {
+    private static final Base64.Encoder B64 = Base64.getEncoder();
+    private final Admin admin;
+    private final String bootstrap;
+
+    Commands(Admin admin, String bootstrap) {
+        this.admin = admin;
+        this.bootstrap = bootstrap;
+    }
+
+    JsonNode run(String cmd, JsonNode args) throws Exception {
+        switch (cmd) {
+            case "ping": return KafkaTool.JSON.getNodeFactory().textNode("pong");
+            case "describe-cluster": return describeCluster();
+            case "create-topic": return createTopic(args);
+            case "delete-topic": return deleteTopic(args.path("name").asText());
+            case "describe-topic": return describeTopic(args.path("name").asText());
+            case "list-topics": return listTopics();
+            case "read-topic": return readTopic(args.path("name").asText(), args.path("timeout_ms").asLong(30000));
+            case "reassign": return reassign(args);
+            case "elect-preferred": return electPreferred(args);
+            default: throw new IllegalArgumentException("unknown command " + cmd);
+        }
+    }
+
+    private JsonNode describeCluster() throws Exception {
+        DescribeClusterResult cluster = admin.describeCluster();
+        ObjectNode out = KafkaTool.JSON.createObjectNode();
+        ArrayNode nodes = out.putArray("nodes");
+        for (Node node : cluster.nodes().get()) {
+            nodes.add(node.id());
+        }
+        Node controller = cluster.controller().get();
+        out.put("controller", controller == null ? -1 : controller.id());
+        return out;
+    }
+
+    /** Creates the topic and waits until every partition has a leader. */
+    private JsonNode createTopic(JsonNode args) throws Exception {
+        String name = args.path("name").asText();
+        NewTopic topic;
+        if (args.hasNonNull("assignment")) {
+            Map<Integer, List<Integer>> assignment = new HashMap<>();
+            int partition = 0;
+            for (JsonNode replicas : args.get("assignment")) {
+                assignment.put(partition++, ints(replicas));
+            }
+            topic = new NewTopic(name, assignment);
+        } else {
+            topic = new NewTopic(name, args.path("partitions").asInt(1), (short) args.path("rf").asInt(1));
+        }
+        Map<String, String> configs = new HashMap<>();
+        args.path("configs").properties().forEach(e -> configs.put(e.getKey(), e.getValue().asText()));
+        topic.configs(configs);
+        admin.createTopics(List.of(topic)).all().get();
+        return waitForLeaders(name, System.nanoTime() + Duration.ofSeconds(30).toNanos());
+    }
+
+    private JsonNode waitForLeaders(String name, long deadline) throws Exception {
+        while (true) {
+            try {
+                JsonNode description = describeTopic(name);
+                boolean allLed = true;
+                for (JsonNode partition : description.get("partitions")) {
+                    allLed &= !partition.get("leader").isNull();
+                }
+                if (allLed) {
+                    return description;
+                }
+            } catch (Exception e) {
+                if (System.nanoTime() > deadline) {
+                    throw e;
+                }
+            }
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException("topic " + name + " has partitions without a leader after 30 s");
+            }
+            Thread.sleep(50);
+        }
+    }
+
+    private JsonNode deleteTopic(String name) throws Exception {
+        admin.deleteTopics(List.of(name)).all().get();
+        return KafkaTool.JSON.nullNode();
+    }
+
+    private JsonNode describeTopic(String name) throws Exception {
+        TopicDescription description = admin.describeTopics(List.of(name)).allTopicNames().get().get(name);
+        ObjectNode out = KafkaTool.JSON.createObjectNode();
+        out.put("name", name);
+        ArrayNode partitions = out.putArray("partitions");
+        for (TopicPartitionInfo info : description.partitions()) {
+            ObjectNode p = partitions.addObject();
+            p.put("partition", info.partition());
+            if (info.leader() == null || info.leader().isEmpty()) {
+                p.putNull("leader");
+            } else {
+                p.put("leader", info.leader().id());
+            }
+            ArrayNode replicas = p.putArray("replicas");
+            info.replicas().forEach(n -> replicas.add(n.id()));
+            ArrayNode isr = p.putArray("isr");
+            info.isr().forEach(n -> isr.add(n.id()));
+        }
+        return out;
+    }
+
+    private JsonNode listTopics() throws Exception {
+        ArrayNode out = KafkaTool.array();
+        for (TopicListing listing : admin.listTopics().listings().get()) {
+            out.add(listing.name());
+        }
+        return out;
+    }
+
+    /** Sets a partition's replica list (its first entry is the preferred leader) and waits until done. */
+    private JsonNode reassign(JsonNode args) throws Exception {
+        TopicPartition tp = new TopicPartition(args.path("name").asText(), args.path("partition").asInt());
+        NewPartitionReassignment target = new NewPartitionReassignment(ints(args.get("replicas")));
+        admin.alterPartitionReassignments(Map.of(tp, Optional.of(target))).all().get();
+        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (!admin.listPartitionReassignments(Set.of(tp)).reassignments().get().isEmpty()) {
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException("reassignment of " + tp + " still running after 30 s");
+            }
+            Thread.sleep(50);
+        }
+        return KafkaTool.JSON.nullNode();
+    }
+
+    private JsonNode electPreferred(JsonNode args) throws Exception {
+        TopicPartition tp = new TopicPartition(args.path("name").asText(), args.path("partition").asInt());
+        Map<TopicPartition, Optional<Throwable>> result =
+                admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).partitions().get();
+        Optional<Throwable> error = result.getOrDefault(tp, Optional.empty());
+        if (error.isPresent() && !(error.get() instanceof ElectionNotNeededException)) {
+            throw new IllegalStateException("preferred election of " + tp + " failed", error.get());
+        }
+        return KafkaTool.JSON.nullNode();
+    }
+
+    /** Every record of every partition, from the beginning up to the end offsets at call time. */
+    private JsonNode readTopic(String name, long timeoutMs) throws Exception {
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerProps())) {
+            List<PartitionInfo> infos = consumer.partitionsFor(name, Duration.ofSeconds(30));
+            if (infos == null || infos.isEmpty()) {
+                throw new IllegalArgumentException("topic " + name + " does not exist");
+            }
+            List<TopicPartition> partitions = new ArrayList<>();
+            infos.forEach(i -> partitions.add(new TopicPartition(name, i.partition())));
+            consumer.assign(partitions);
+            consumer.seekToBeginning(partitions);
+            Map<TopicPartition, Long> end = consumer.endOffsets(partitions, Duration.ofSeconds(30));
+            Map<Integer, List<ConsumerRecord<byte[], byte[]>>> byPartition = new TreeMap<>();
+            partitions.forEach(tp -> byPartition.put(tp.partition(), new ArrayList<>()));
+            long deadline = System.nanoTime() + Duration.ofMillis(timeoutMs).toNanos();
+            List<TopicPartition> open = new ArrayList<>(partitions);
+            while (true) {
+                open.removeIf(tp -> consumer.position(tp) >= end.get(tp));
+                consumer.pause(partitions.stream().filter(tp -> !open.contains(tp)).toList());
+                if (open.isEmpty()) {
+                    break;
+                }
+                if (System.nanoTime() > deadline) {
+                    throw new IllegalStateException("read-topic " + name + " timed out; unfinished: " + open);
+                }
+                for (ConsumerRecord<byte[], byte[]> record : consumer.poll(Duration.ofMillis(200))) {
+                    TopicPartition tp = new TopicPartition(record.topic(), record.partition());
+                    if (record.offset() < end.get(tp)) {
+                        byPartition.get(record.partition()).add(record);
+                    }
+                }
+            }
+            ArrayNode out = KafkaTool.array();
+            byPartition.values().forEach(records -> records.forEach(r -> out.add(toJson(r))));
+            return out;
+        }
+    }
+
+    private Properties consumerProps() {
+        Properties props = new Properties();
+        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        props.put(ConsumerConfig.ALLOW_AUTO_CREATE_TOPICS_CONFIG, "false");
+        props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        props.put(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG, "100");
+        return props;
+    }
+
+    private static ObjectNode toJson(ConsumerRecord<byte[], byte[]> r) {
+        ObjectNode out = KafkaTool.JSON.createObjectNode();
+        out.put("partition", r.partition());
+        out.put("offset", r.offset());
+        out.put("timestamp", r.timestamp());
+        out.put("key", r.key() == null ? null : B64.encodeToString(r.key()));
+        out.put("value", r.value() == null ? null : B64.encodeToString(r.value()));
+        ArrayNode headers = out.putArray("headers");
+        for (Header header : r.headers()) {
+            ArrayNode pair = headers.addArray();
+            pair.add(header.key());
+            pair.add(header.value() == null ? null : B64.encodeToString(header.value()));
+        }
+        return out;
+    }
+
+    private static List<Integer> ints(JsonNode array) {
+        List<Integer> out = new ArrayList<>();
+        array.forEach(n -> out.add(n.asInt()));
+        return out;
+    }
+}
