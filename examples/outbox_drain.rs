@@ -75,7 +75,13 @@ async fn write_backlog(dir: &Path, topic: &str, events: usize) -> Duration {
                 let bytes: Vec<u8> = (0..(VALUE_BYTES - 16) / 2).map(|_| rng.random()).collect();
                 let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 let key = format!("vehicle-{}", (written + i) % 1000);
-                NewEvent::now("vehicle.position", topic, &key, None, &serde_json::json!({"v": hex}))
+                NewEvent::now(
+                    "vehicle.position",
+                    topic,
+                    &key,
+                    None,
+                    &serde_json::json!({"v": hex}),
+                )
             })
             .collect();
         outbox
@@ -112,7 +118,11 @@ impl Drop for Gateway {
     }
 }
 
-async fn start_gateway(dir: &Path, bootstrap: &str, compression: &str) -> (Gateway, String, Duration) {
+async fn start_gateway(
+    dir: &Path,
+    bootstrap: &str,
+    compression: &str,
+) -> (Gateway, String, Duration) {
     let _ = std::fs::remove_file(dir.join("gateway.addr"));
     let started = Instant::now();
     let child = Command::new(gateway_binary())
@@ -136,7 +146,10 @@ async fn start_gateway(dir: &Path, bootstrap: &str, compression: &str) -> (Gatew
                 return (gw, base, started.elapsed());
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "gateway did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "gateway did not start"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -174,12 +187,20 @@ fn perf_rate(stdout: &str) -> Option<f64> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let events: usize = arg("--events").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let events: usize = arg("--events")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let compression = arg("--compression").unwrap_or_else(|| "none".into());
-    println!("drain benchmark: {events} events, {VALUE_BYTES} B values, {PARTITIONS} partitions, compression {compression}, acks=all\n");
+    println!(
+        "drain benchmark: {events} events, {VALUE_BYTES} B values, {PARTITIONS} partitions, compression {compression}, acks=all\n"
+    );
 
     let cluster = kafka::KafkaCluster::start_with(kafka::ClusterOptions {
-        broker_jvm_flags: vec!["-XX:TieredStopAtLevel=4".into(), "-Xms1g".into(), "-Xmx1g".into()],
+        broker_jvm_flags: vec![
+            "-XX:TieredStopAtLevel=4".into(),
+            "-Xms1g".into(),
+            "-Xmx1g".into(),
+        ],
         ..Default::default()
     })
     .await;
@@ -189,7 +210,11 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let fill = write_backlog(dir.path(), &topic, events).await;
     let disk = fs_size(&dir.path().join("db"));
-    println!("backlog written in {:.1} s ({} MiB on disk)", fill.as_secs_f64(), disk >> 20);
+    println!(
+        "backlog written in {:.1} s ({} MiB on disk)",
+        fill.as_secs_f64(),
+        disk >> 20
+    );
 
     let (gw, base, startup) = start_gateway(dir.path(), &cluster.bootstrap(), &compression).await;
     let pid = gw.0.id();
@@ -201,7 +226,10 @@ async fn main() {
         if queue_depth(&client, &base).await == Some(0) {
             break;
         }
-        assert!(drain_started.elapsed() < Duration::from_secs(1800), "drain did not finish");
+        assert!(
+            drain_started.elapsed() < Duration::from_secs(1800),
+            "drain did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain = drain_started.elapsed();
@@ -210,7 +238,9 @@ async fn main() {
     let drain_rate = events as f64 / drain.as_secs_f64();
 
     let perf_topic = kafka::unique_topic("perf-bench");
-    cluster.create_topic(&perf_topic, PARTITIONS as i32, 1).await;
+    cluster
+        .create_topic(&perf_topic, PARTITIONS as i32, 1)
+        .await;
     let props = format!(
         "bootstrap.servers={} acks=all compression.type={compression}",
         cluster.bootstrap()
@@ -237,17 +267,32 @@ async fn main() {
         .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let perf = perf_rate(&stdout).unwrap_or_else(|| {
-        panic!("no summary from ProducerPerformance: {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "no summary from ProducerPerformance: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
 
     println!();
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| startup with {events} queued (spawn → ready) | {:.2} s |", startup.as_secs_f64());
-    println!("| routegate drain | {drain_rate:.0} events/s ({:.1} s) |", drain.as_secs_f64());
+    println!(
+        "| startup with {events} queued (spawn → ready) | {:.2} s |",
+        startup.as_secs_f64()
+    );
+    println!(
+        "| routegate drain | {drain_rate:.0} events/s ({:.1} s) |",
+        drain.as_secs_f64()
+    );
     println!("| Kafka ProducerPerformance (acks=all) | {perf:.0} records/s |");
-    println!("| drain / ProducerPerformance | {:.2}x |", drain_rate / perf);
-    println!("| peak RSS of the gateway while draining | {:.0} MiB |", peak_rss as f64 / 1024.0);
+    println!(
+        "| drain / ProducerPerformance | {:.2}x |",
+        drain_rate / perf
+    );
+    println!(
+        "| peak RSS of the gateway while draining | {:.0} MiB |",
+        peak_rss as f64 / 1024.0
+    );
     println!("| records in Kafka (end offsets) | {delivered} (of {events}) |");
 }
 
