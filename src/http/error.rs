@@ -2,8 +2,10 @@
 //!
 //! Handlers return `Result<_, Rejection>` built from [`ApiError`]; [`recover`] turns every rejection,
 //! ours and warp's own, into a JSON body `{error, message, field?}` with the matching status.
-//! Client mistakes are always 4xx. The only 5xx are 503 (the outbox is full or the gateway is
-//! shutting down: retry later, nothing was written) and 500 for a failure of local storage.
+//! Client mistakes are always 4xx. The only 5xx are 503 with `Retry-After` (the outbox is full,
+//! the request timed out, a record kept changing under concurrent writers, or the gateway is
+//! shutting down: nothing was written, retry later) and 500 for a failure of local storage or of
+//! the solver's configuration.
 
 use std::convert::Infallible;
 

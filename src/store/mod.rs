@@ -35,6 +35,7 @@
 
 pub mod keys;
 pub mod lifecycle;
+mod positions;
 mod reads;
 pub mod record;
 mod replan;
@@ -50,9 +51,10 @@ use crate::optimize;
 use crate::queue::{self, Outbox};
 
 pub use lifecycle::Travel;
+pub use positions::Tracked;
 pub use reads::{ListQuery, Page, RouteSummary};
 pub use record::{Position, Route, RouteStatus, StopStatus};
-pub use writes::{StopUpdate, Tracked};
+pub use writes::StopUpdate;
 
 pub const ROUTES: &str = "routes";
 pub const BY_VEHICLE: &str = "routes_by_vehicle";
