@@ -29,10 +29,12 @@ pub fn get(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + 
         .and(warp::get())
         .and(guard(&api))
         .and(with(api))
-        .and_then(|id: Uuid, api: Api| async move {
-            let route = api.within(api.store.route(&id.to_string())).await?;
-            Ok::<_, Rejection>(warp::reply::json(&route).into_response())
-        })
+        .and_then(read)
+}
+
+async fn read(id: Uuid, api: Api) -> Result<Response, Rejection> {
+    let route = api.within(api.store.route(&id.to_string())).await?;
+    Ok(warp::reply::json(&route).into_response())
 }
 
 /// `GET /traffic/routes?vehicleId=&status=&limit=&cursor=`
@@ -42,11 +44,13 @@ pub fn list(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> +
         .and(guard(&api))
         .and(warp::query::<Vec<(String, String)>>())
         .and(with(api))
-        .and_then(|params: Vec<(String, String)>, api: Api| async move {
-            let q = list_query(&params)?;
-            let page = api.within(api.store.list(q)).await?;
-            Ok::<_, Rejection>(warp::reply::json(&page).into_response())
-        })
+        .and_then(page)
+}
+
+async fn page(params: Vec<(String, String)>, api: Api) -> Result<Response, Rejection> {
+    let q = list_query(&params)?;
+    let page = api.within(api.store.list(q)).await?;
+    Ok(warp::reply::json(&page).into_response())
 }
 
 /// The last value of each query parameter.
@@ -190,14 +194,14 @@ pub fn events(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(guard(&api))
         .and(warp::query::<Vec<(String, String)>>())
         .and(with(api))
-        .and_then(
-            |id: Uuid, params: Vec<(String, String)>, api: Api| async move {
-                let limit = limit(&params, DEFAULT_EVENTS, MAX_EVENTS)?;
-                let route_id = id.to_string();
-                let events = api.within(api.store.route_events(&route_id, limit)).await?;
-                let events: Vec<EventView> = events.into_iter().map(EventView::from).collect();
-                let body = serde_json::json!({ "routeId": route_id, "events": events });
-                Ok::<_, Rejection>(warp::reply::json(&body).into_response())
-            },
-        )
+        .and_then(trail)
+}
+
+async fn trail(id: Uuid, params: Vec<(String, String)>, api: Api) -> Result<Response, Rejection> {
+    let limit = limit(&params, DEFAULT_EVENTS, MAX_EVENTS)?;
+    let route_id = id.to_string();
+    let events = api.within(api.store.route_events(&route_id, limit)).await?;
+    let events: Vec<EventView> = events.into_iter().map(EventView::from).collect();
+    let body = serde_json::json!({ "routeId": route_id, "events": events });
+    Ok(warp::reply::json(&body).into_response())
 }

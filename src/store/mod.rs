@@ -28,6 +28,8 @@
 //!   next stop; a fix updates the vehicle's delay there, and readers shift the route's planned
 //!   arrivals by that delay ([`lifecycle::fill_etas`]). The large route record is not rewritten
 //!   at GPS rate. Changing a stop or re-planning updates both records in one append.
+//! * **The solver runs on the blocking pool, one solve per core at a time**; waiting for a turn
+//!   counts against the request's deadline, so overload shows as 503s, not as a stalled CPU.
 //! * **Reads go straight to the trees** on the blocking pool; they may see a state that is a
 //!   moment old but never a half-written one.
 //!
@@ -125,6 +127,8 @@ pub struct Store {
     topics: Arc<Topics>,
     /// Solver parameters; `now` is filled in per request.
     params: Arc<optimize::Params>,
+    /// One permit per core: solves queue here instead of oversubscribing the CPU.
+    solvers: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Store {
@@ -164,6 +168,9 @@ impl Store {
             trees: Arc::new(trees),
             topics: Arc::new(topics),
             params: Arc::new(params),
+            solvers: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 

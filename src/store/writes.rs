@@ -11,7 +11,7 @@ use super::record::{
 use super::{BY_STATUS, BY_VEHICLE, ROUTES, VEHICLES};
 use super::{Error, MAX_ATTEMPTS, Result, Store, keys, lifecycle, replan};
 use crate::events::{self, NewEvent};
-use crate::optimize::{self, Problem};
+use crate::optimize::{self, Problem, Solution};
 use crate::queue::{self, Expect, RecordOp, Write};
 
 /// A stop status change (`PATCH /traffic/routes/{routeId}/stops/{stopId}`).
@@ -154,10 +154,7 @@ impl Store {
             round_trip: problem.round_trip,
             preferences: problem.preferences.clone(),
         };
-        let solve = self.blocking(move |_| Ok(optimize::solve(&problem, &params)?));
-        let solution = tokio::time::timeout_at(deadline, solve)
-            .await
-            .map_err(|_| Error::TimedOut)??;
+        let solution = self.solve(problem, params, deadline).await?;
         let route_id = uuid::Uuid::now_v7().to_string();
         let route = replan::new_route(route_id, vehicle_id, solution, now);
         let mut attempts = 0;
@@ -226,10 +223,7 @@ impl Store {
                 now: Some(now),
                 ..(*self.params).clone()
             };
-            let solve = self.blocking(move |_| Ok(optimize::solve(&problem, &params)?));
-            let solution = tokio::time::timeout_at(deadline, solve)
-                .await
-                .map_err(|_| Error::TimedOut)??;
+            let solution = self.solve(problem, params, deadline).await?;
             replan::merge(&mut rec, solution);
             let old_status = rec.route.status;
             let change = Change::Reoptimized {
@@ -240,6 +234,27 @@ impl Store {
                 return Ok(view(rec.route, Some(&next)));
             }
         }
+    }
+
+    /// Solve on the blocking pool, at most one solve per core at a time; waiting for a turn and
+    /// solving both count against `deadline`.
+    async fn solve(
+        &self,
+        problem: Problem,
+        params: optimize::Params,
+        deadline: Instant,
+    ) -> Result<Solution> {
+        let turn = tokio::time::timeout_at(deadline, self.solvers.clone().acquire_owned())
+            .await
+            .map_err(|_| Error::TimedOut)?
+            .map_err(|_| Error::Task("the solver pool is closed".into()))?;
+        let solve = self.blocking(move |_| {
+            let _turn = turn;
+            Ok(optimize::solve(&problem, &params)?)
+        });
+        tokio::time::timeout_at(deadline, solve)
+            .await
+            .map_err(|_| Error::TimedOut)?
     }
 
     /// The route record (raw bytes too) and its vehicle's record (raw bytes if present).
