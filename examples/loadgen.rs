@@ -47,6 +47,10 @@ struct Args {
     /// The routegate binary to start (default: target/release/routegate next to this example).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// Extra `--set key=value` for the gateway this run starts (repeatable), e.g.
+    /// `storage.durability=interval`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
 }
 
 /// A gateway process this run started; stopped (SIGKILL) and its directory removed on drop.
@@ -71,7 +75,7 @@ fn default_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/release/routegate"))
 }
 
-fn spawn_gateway(binary: &Path) -> (Spawned, String) {
+fn spawn_gateway(binary: &Path, sets: &[String]) -> (Spawned, String) {
     assert!(
         binary.exists(),
         "{} not found: run `cargo build --release --bin routegate` first",
@@ -93,6 +97,7 @@ fn spawn_gateway(binary: &Path) -> (Spawned, String) {
         .env_remove("ROUTEGATE_HTTP_RATE_LIMIT_PER_SECOND")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("start the gateway");
     let spawned = Spawned { child, _dir: dir };
@@ -169,14 +174,22 @@ async fn one(client: &reqwest::Client, base: &str, w: Workload, n: u64, batch: u
             client.post(url).json(&fixes(batch, n)).send().await
         }
     };
-    match resp {
-        Ok(r) => {
-            let ok = r.status().is_success();
-            let _ = r.bytes().await;
-            ok
+    let outcome = match resp {
+        Ok(r) if r.status().is_success() => r.bytes().await.map(drop).map_err(|e| e.to_string()),
+        Ok(r) => Err(format!(
+            "{} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        )),
+        Err(e) => Err(format!("{e:?}")),
+    };
+    if let Err(e) = &outcome {
+        static SHOWN: AtomicU64 = AtomicU64::new(0);
+        if SHOWN.fetch_add(1, Ordering::Relaxed) < 3 {
+            eprintln!("{} failed: {e}", w.name());
         }
-        Err(_) => false,
     }
+    outcome.is_ok()
 }
 
 /// Figures of one workload.
@@ -262,7 +275,8 @@ async fn main() {
     let (_gateway, base) = match &args.url {
         Some(url) => (None, url.trim_end_matches('/').to_string()),
         None => {
-            let (g, base) = spawn_gateway(&args.binary.clone().unwrap_or_else(default_binary));
+            let binary = args.binary.clone().unwrap_or_else(default_binary);
+            let (g, base) = spawn_gateway(&binary, &args.sets);
             (Some(g), base)
         }
     };

@@ -9,7 +9,7 @@ use super::record::{
     self, ActiveRoute, PlanInput, Route, RouteRecord, RouteStatus, StopStatus, VehicleRecord,
 };
 use super::{BY_STATUS, BY_VEHICLE, ROUTES, VEHICLES};
-use super::{Error, MAX_ATTEMPTS, Result, Store, keys, lifecycle, replan};
+use super::{Error, MAX_ATTEMPTS, Result, Store, Trees, keys, lifecycle, replan};
 use crate::events::{self, NewEvent};
 use crate::optimize::{self, Problem, Solution};
 use crate::queue::{self, Expect, RecordOp, Write};
@@ -154,29 +154,32 @@ impl Store {
             round_trip: problem.round_trip,
             preferences: problem.preferences.clone(),
         };
-        let solution = self.solve(problem, params, deadline).await?;
+        let vid = vehicle_id.clone();
+        let (solution, mut old) = self
+            .solve_then(problem, params, deadline, move |t| load_vehicle(t, &vid))
+            .await?;
         let route_id = uuid::Uuid::now_v7().to_string();
-        let route = replan::new_route(route_id, vehicle_id, solution, now);
+        let planned = replan::new_route(route_id, vehicle_id, solution, now);
+        let input = serde_json::to_vec(&input).expect("serializing the plan input cannot fail");
         let mut attempts = 0;
         loop {
-            let mut route = route.clone();
-            let vid = route.vehicle_id.clone();
-            let old = self.blocking(move |t| load_vehicle(t, &vid)).await?;
             let vehicle = old.as_ref().map(|(_, v)| v.clone()).unwrap_or_default();
-            let next = follow(&vehicle, &route, true);
+            let next = follow(&vehicle, &planned, true);
+            // The event announces exactly what the client is answered; the record reuses its
+            // bytes instead of serializing the route a second time.
+            let mut route = view(planned.clone(), Some(&next));
             let topic = &self.topics.route_optimized;
             let event = announce(events::ROUTE_OPTIMIZED, topic, &mut route, None);
+            let value = record::encode_route_record(&event.payload, &input);
             let key = keys::route(&route.route_id);
-            let rec = RouteRecord {
-                route: route.clone(),
-                input: input.clone(),
-            };
-            let mut records = vec![put(ROUTES, key, record::encode(&rec), Expect::Absent)];
+            let mut records = vec![put(ROUTES, key, value, Expect::Absent)];
             records.extend(reindex(&route, None));
             records.push(self.vehicle_op(&route.vehicle_id, old.as_ref().map(|o| &o.0), &next));
             if self.commit(vec![event], records, &mut attempts).await? {
-                return Ok(view(route, Some(&next)));
+                return Ok(route);
             }
+            let vid = planned.vehicle_id.clone();
+            old = self.blocking(move |t| load_vehicle(t, &vid)).await?;
         }
     }
 
@@ -223,7 +226,9 @@ impl Store {
                 now: Some(now),
                 ..(*self.params).clone()
             };
-            let solution = self.solve(problem, params, deadline).await?;
+            let (solution, ()) = self
+                .solve_then(problem, params, deadline, |_| Ok(()))
+                .await?;
             replan::merge(&mut rec, solution);
             let old_status = rec.route.status;
             let change = Change::Reoptimized {
@@ -236,21 +241,24 @@ impl Store {
         }
     }
 
-    /// Solve on the blocking pool, at most one solve per core at a time; waiting for a turn and
-    /// solving both count against `deadline`.
-    async fn solve(
+    /// Solve on the blocking pool, at most one solve per core at a time, then run `then` on the
+    /// same blocking thread (one hop for both); waiting for a turn and solving count against
+    /// `deadline`.
+    async fn solve_then<T: Send + 'static>(
         &self,
         problem: Problem,
         params: optimize::Params,
         deadline: Instant,
-    ) -> Result<Solution> {
+        then: impl FnOnce(&Trees) -> Result<T> + Send + 'static,
+    ) -> Result<(Solution, T)> {
         let turn = tokio::time::timeout_at(deadline, self.solvers.clone().acquire_owned())
             .await
             .map_err(|_| Error::TimedOut)?
             .map_err(|_| Error::Task("the solver pool is closed".into()))?;
-        let solve = self.blocking(move |_| {
-            let _turn = turn;
-            Ok(optimize::solve(&problem, &params)?)
+        let solve = self.blocking(move |t| {
+            let solution = optimize::solve(&problem, &params);
+            drop(turn);
+            Ok((solution?, then(t)?))
         });
         tokio::time::timeout_at(deadline, solve)
             .await
