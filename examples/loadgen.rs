@@ -13,7 +13,7 @@
 //! * `health`: `GET /health/live` (the baseline: routing, no storage);
 //! * `optimize`: `POST /traffic/routes/optimize` with 10 stops (solve, store, fsync);
 //! * `positions`: `POST /traffic/vehicles/{id}/positions` with a batch of `--batch` fixes
-//!   (default 10) for one of 64 vehicles, each with an active route.
+//!   (default 10) for one of `--vehicles` vehicles (default 64), each with an active route.
 //!
 //! Without `--url` it starts `target/release/routegate serve` on a free port with a temporary
 //! data directory, strict durability (fsync per group commit) and no reachable broker (events
@@ -44,6 +44,10 @@ struct Args {
     /// Fixes per position batch.
     #[arg(long, default_value_t = 10)]
     batch: usize,
+    /// Distinct vehicles the requests are spread over (fewer: more concurrent updates of the
+    /// same vehicle record, which the store serializes by compare-and-set).
+    #[arg(long, default_value_t = 64)]
+    vehicles: u64,
     /// The routegate binary to start (default: target/release/routegate next to this example).
     #[arg(long)]
     binary: Option<PathBuf>,
@@ -158,11 +162,18 @@ fn fixes(batch: usize, n: u64) -> Value {
     Value::Array(items)
 }
 
-async fn one(client: &reqwest::Client, base: &str, w: Workload, n: u64, batch: usize) -> bool {
+async fn one(
+    client: &reqwest::Client,
+    base: &str,
+    w: Workload,
+    n: u64,
+    args: (usize, u64),
+) -> bool {
+    let (batch, vehicles) = args;
     let resp = match w {
         Workload::Health => client.get(format!("{base}/health/live")).send().await,
         Workload::Optimize => {
-            let vehicle = format!("load-{}", n % 64);
+            let vehicle = format!("load-{}", n % vehicles);
             client
                 .post(format!("{base}/traffic/routes/optimize"))
                 .json(&ten_stops(&vehicle, n))
@@ -170,7 +181,7 @@ async fn one(client: &reqwest::Client, base: &str, w: Workload, n: u64, batch: u
                 .await
         }
         Workload::Positions => {
-            let url = format!("{base}/traffic/vehicles/load-{}/positions", n % 64);
+            let url = format!("{base}/traffic/vehicles/load-{}/positions", n % vehicles);
             client.post(url).json(&fixes(batch, n)).send().await
         }
     };
@@ -212,7 +223,8 @@ async fn run(client: &reqwest::Client, base: &str, w: Workload, args: &Args) -> 
     let tasks: Vec<_> = (0..args.connections)
         .map(|_| {
             let (client, base) = (client.clone(), base.to_string());
-            let (counter, errors, batch) = (counter.clone(), errors.clone(), args.batch);
+            let (counter, errors) = (counter.clone(), errors.clone());
+            let shape = (args.batch, args.vehicles);
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 loop {
@@ -221,7 +233,7 @@ async fn run(client: &reqwest::Client, base: &str, w: Workload, args: &Args) -> 
                     if t0 >= end {
                         break;
                     }
-                    let ok = one(&client, &base, w, n, batch).await;
+                    let ok = one(&client, &base, w, n, shape).await;
                     if t0 >= start {
                         samples.push(t0.elapsed());
                         if !ok {
@@ -252,8 +264,8 @@ async fn run(client: &reqwest::Client, base: &str, w: Workload, args: &Args) -> 
 }
 
 /// Give each load vehicle an active route, so that fixes refresh ETAs as in production.
-async fn prepare(client: &reqwest::Client, base: &str) {
-    for v in 0..64u64 {
+async fn prepare(client: &reqwest::Client, base: &str, vehicles: u64) {
+    for v in 0..vehicles.min(256) {
         let body = ten_stops(&format!("load-{v}"), v);
         let r = client
             .post(format!("{base}/traffic/routes/optimize"))
@@ -285,7 +297,7 @@ async fn main() {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("HTTP client");
-    prepare(&client, &base).await;
+    prepare(&client, &base, args.vehicles).await;
     println!(
         "routegate load: {base}, {} connections, {} s per workload, position batches of {}, {} cores",
         args.connections,

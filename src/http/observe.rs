@@ -36,25 +36,22 @@ pub fn observed<F>(
 where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let begin = warp::method()
-        .and(warp::path::full())
-        .and(warp::header::headers_cloned())
-        .map(
-            |method: Method, path: FullPath, headers: warp::http::HeaderMap| {
-                let request_id = headers
-                    .get(REQUEST_ID)
-                    .filter(|v| acceptable(v))
-                    .cloned()
-                    .unwrap_or_else(fresh_id);
-                let id = request_id.to_str().unwrap_or_default();
-                tracing::Span::current().record("request_id", id);
-                Begun {
-                    started: Instant::now(),
-                    template: openapi::template(&method, path.as_str()),
-                    request_id,
-                }
-            },
-        );
+    let given = warp::header::value(REQUEST_ID)
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    let begin = warp::method().and(warp::path::full()).and(given).map(
+        |method: Method, path: FullPath, given: Option<HeaderValue>| {
+            let request_id = given.filter(acceptable).unwrap_or_else(fresh_id);
+            let id = request_id.to_str().unwrap_or_default();
+            tracing::Span::current().record("request_id", id);
+            Begun {
+                started: Instant::now(),
+                template: openapi::template(&method, path.as_str()),
+                request_id,
+            }
+        },
+    );
     begin
         .and(routes)
         .map(finish)
