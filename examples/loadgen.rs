@@ -97,6 +97,7 @@ fn spawn_gateway(binary: &Path, sets: &[String]) -> (Spawned, String) {
             "--set",
             "log.filter=error",
         ])
+        .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
         .env_remove("ROUTEGATE_HTTP_API_TOKENS")
         .env_remove("ROUTEGATE_HTTP_RATE_LIMIT_PER_SECOND")
         .stdin(Stdio::null())
