@@ -36,7 +36,7 @@ trap cleanup EXIT
   cd "$work"
   exec env -u ROUTEGATE_HTTP_API_TOKENS -u ROUTEGATE_HTTP_API_TOKENS_FILE -u RUST_LOG \
     "$bin" serve --bind 127.0.0.1:0 --data-dir "$work/data" \
-    --set kafka.brokers=127.0.0.1:9 --set log.filter=warn >"$work/gateway.log" 2>&1
+    --set kafka.brokers=127.0.0.1:9 --set log.filter=error >"$work/gateway.log" 2>&1
 ) &
 gateway=$!
 
@@ -48,12 +48,16 @@ done
 addr=$(cat "$work/data/gateway.addr")
 echo "schemathesis $version against http://$addr/openapi.json for ${max_time}s"
 
+# One worker: with two, Hypothesis parses lambda sources from two threads and CPython 3.11.7
+# fails with "AST constructor recursion depth mismatch" (CPython issue 106905), an error of the
+# tool, not of the API. ST_PHASES picks phases (default: all).
 status=0
 SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$root/tests/schemathesis" \
   "$venv/bin/schemathesis" run "http://$addr/openapi.json" \
   --checks no_undocumented_server_error \
   --max-time "$max_time" \
-  --workers 2 \
+  ${ST_PHASES:+--phases "$ST_PHASES"} \
+  --workers 1 \
   --request-timeout 30 \
   --suppress-health-check all \
   --no-color || status=$?
