@@ -105,6 +105,38 @@ impl Envelope {
     }
 }
 
+/// The JSON view of an event for operators (admin API, CLI, exports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventJson {
+    pub seq: u64,
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub topic: String,
+    pub key: String,
+    pub route_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub payload: serde_json::Value,
+}
+
+impl From<&Envelope> for EventJson {
+    fn from(e: &Envelope) -> Self {
+        EventJson {
+            seq: e.seq,
+            id: e.id,
+            kind: e.kind.clone(),
+            topic: e.topic.clone(),
+            key: e.key.clone(),
+            route_id: e.route_id.clone(),
+            created_at: e.created_at(),
+            attempts: e.attempts,
+            payload: e.payload_json(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

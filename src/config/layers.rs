@@ -588,6 +588,22 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_sets_every_key_to_its_default() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routegate.example.toml");
+        let l = load(&Overrides {
+            config_file: Some(file.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(l.settings, Settings::default());
+        let text = std::fs::read_to_string(file).unwrap();
+        let parsed: Table = toml::from_str(&text).unwrap();
+        for (key, _) in keys() {
+            assert!(lookup(&parsed, &key).is_some(), "example lacks {key}");
+        }
+    }
+
+    #[test]
     fn every_key_has_a_distinct_environment_name() {
         let names: std::collections::HashSet<_> = keys().iter().map(|(k, _)| env_name(k)).collect();
         assert_eq!(names.len(), keys().len());

@@ -15,7 +15,7 @@ use warp::reject::{Reject, Rejection};
 use warp::reply::Response;
 use warp::{Reply, reply};
 
-use crate::{metrics, queue, store};
+use crate::{metrics, store};
 
 /// An error a handler answers with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,25 +74,6 @@ impl From<store::Error> for ApiError {
                 retry_after_secs: 1,
             },
             S::Optimizer(_) | S::Corrupt { .. } | S::Task(_) => ApiError::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<queue::Error> for ApiError {
-    fn from(e: queue::Error) -> ApiError {
-        match e {
-            queue::Error::QuotaExceeded { .. } => {
-                metrics::outbox_full();
-                ApiError::Unavailable {
-                    message: format!("{e}; nothing was written, retry later"),
-                    retry_after_secs: QUOTA_RETRY_AFTER_SECS,
-                }
-            }
-            queue::Error::Closed => ApiError::Unavailable {
-                message: "the gateway is shutting down; nothing was written".into(),
-                retry_after_secs: 1,
-            },
-            other => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -223,4 +204,26 @@ fn classify(r: &Rejection) -> ApiError {
         return ApiError::bad_request(e.to_string(), Some("upgrade"));
     }
     ApiError::bad_request(format!("request rejected: {r:?}"), None)
+}
+
+impl From<crate::queue::Error> for ApiError {
+    fn from(e: crate::queue::Error) -> ApiError {
+        use crate::queue::Error as Q;
+        match e {
+            Q::QuotaExceeded { .. } => {
+                metrics::outbox_full();
+                ApiError::Unavailable {
+                    message: format!("{e}; nothing was written, retry later"),
+                    retry_after_secs: QUOTA_RETRY_AFTER_SECS,
+                }
+            }
+            Q::Closed => ApiError::Unavailable {
+                message: "the gateway is shutting down; nothing was written".into(),
+                retry_after_secs: 1,
+            },
+            Q::Conflict { .. } | Q::Unrequeueable { .. } => ApiError::Conflict(e.to_string()),
+            Q::NoDeadLetter(_) => ApiError::NotFound(e.to_string()),
+            Q::Open { .. } | Q::Storage(_) => ApiError::Internal(e.to_string()),
+        }
+    }
 }

@@ -22,6 +22,7 @@
 //! `http.request_timeout_ms` (503); writes are bounded until they are handed to the outbox and
 //! then wait for the commit, so a timeout never reports a failure for a write that happened.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -169,6 +170,12 @@ fn endpoints(api: &Api) -> BoxedFilter<(Response,)> {
         .or(kafka)
         .unify()
         .or(status::metrics(api.outbox.clone(), api.metrics.clone()))
+        .unify()
+        .or(admin::routes(
+            api.outbox.clone(),
+            api.delivery.clone(),
+            api.tokens.clone(),
+        ))
         .unify()
         .or(openapi::document())
         .unify()

@@ -28,6 +28,14 @@ pub const ENDPOINTS: &[&str] = &[
     "POST /traffic/routes/{routeId}/reoptimize",
     "GET /traffic/routes/{routeId}/events",
     "POST /traffic/vehicles/{vehicleId}/positions",
+    "GET /admin/queue/stats",
+    "GET /admin/queue/pending",
+    "GET /admin/dead-letters",
+    "GET /admin/dead-letters/{seq}",
+    "DELETE /admin/dead-letters/{seq}",
+    "POST /admin/dead-letters/{seq}/requeue",
+    "POST /admin/dead-letters/requeue-all",
+    "GET /admin/routes/{routeId}/events",
 ];
 
 /// Metrics label of requests that match no endpoint.

@@ -92,7 +92,8 @@ async fn every_documented_endpoint_is_served_by_the_router() {
         let path = template
             .replace("{routeId}", &id)
             .replace("{stopId}", "stop-1")
-            .replace("{vehicleId}", "v1");
+            .replace("{vehicleId}", "v1")
+            .replace("{seq}", "1");
         let body = (method != "GET").then(|| json!({}));
         let (status, body) = call(&r.api, method, &path, body.as_ref()).await;
         assert_ne!(status, 405, "{e}: {body}");
@@ -316,7 +317,8 @@ fn endpoint_request(route_id: String) -> impl Strategy<Value = (Method, String, 
         let path = template
             .replace("{routeId}", &id)
             .replace("{stopId}", &stop)
-            .replace("{vehicleId}", "53ac84a9-ddcc-4a1c-a153-e9738c026e03");
+            .replace("{vehicleId}", "53ac84a9-ddcc-4a1c-a153-e9738c026e03")
+            .replace("{seq}", "1");
         let body = if template.ends_with("optimize") {
             seed()
         } else if template.ends_with("{stopId}") {
@@ -381,6 +383,7 @@ fn request_path() -> impl Strategy<Value = String> {
                 .replace("{routeId}", &uuid::Uuid::nil().to_string())
                 .replace("{stopId}", "stop-1")
                 .replace("{vehicleId}", "v%201")
+                .replace("{seq}", "7")
         }),
         prop::collection::vec(segment, 0..6).prop_map(|s| format!("/{}", s.join("/"))),
     ]

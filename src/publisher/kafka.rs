@@ -34,6 +34,7 @@ use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
+use serde::Serialize;
 use tokio::sync::Mutex;
 
 use super::{EventSink, SinkError};
@@ -311,6 +312,96 @@ impl EventSink for KafkaSink {
         let headers: usize = self.headers(e).iter().map(|(k, v)| k.len() + v.len()).sum();
         e.key.len() + e.payload.len() + headers
     }
+}
+
+/// What `routegate kafka check` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    pub brokers: Vec<String>,
+    pub ok: bool,
+    /// Time to connect and fetch the cluster's metadata.
+    pub metadata_millis: u64,
+    /// Topics and their partition counts.
+    pub topics: BTreeMap<String, usize>,
+    /// Configured topics the cluster does not have yet (routegate creates them on first use).
+    pub missing_topics: Vec<String>,
+    pub error: Option<String>,
+    /// What to look at when it failed.
+    pub hints: Vec<String>,
+}
+
+/// Connect with the configured settings, list the topics and time it.
+pub async fn check(cfg: &KafkaConfig) -> Result<CheckReport, Error> {
+    let sink = KafkaSink::new(cfg)?;
+    let started = std::time::Instant::now();
+    let listed = async {
+        let client = sink.client().await?;
+        sink.with_deadline("", "list topics", client.list_topics())
+            .await
+    }
+    .await;
+    let metadata_millis = started.elapsed().as_millis() as u64;
+    let configured = [
+        &cfg.topics.route_optimized,
+        &cfg.topics.route_updated,
+        &cfg.topics.vehicle_position,
+    ];
+    let mut report = CheckReport {
+        brokers: cfg.brokers.clone(),
+        ok: listed.is_ok(),
+        metadata_millis,
+        topics: BTreeMap::new(),
+        missing_topics: Vec::new(),
+        error: None,
+        hints: Vec::new(),
+    };
+    match listed {
+        Ok(topics) => {
+            report.topics = topics
+                .into_iter()
+                .map(|t| (t.name, t.partitions.len()))
+                .collect();
+            report.missing_topics = configured
+                .into_iter()
+                .filter(|t| !report.topics.contains_key(*t))
+                .cloned()
+                .collect();
+        }
+        Err(e) => {
+            let text = e.to_string();
+            report.hints = hints(&text, cfg);
+            report.error = Some(text);
+        }
+    }
+    Ok(report)
+}
+
+fn hints(error: &str, cfg: &KafkaConfig) -> Vec<String> {
+    let lower = error.to_ascii_lowercase();
+    let mut out = Vec::new();
+    if lower.contains("refused") {
+        out.push(format!(
+            "nothing listens at {}: is the broker running? check kafka.brokers (KAFKA_BROKERS)",
+            cfg.brokers.join(",")
+        ));
+    }
+    if !lower.contains("refused") && (lower.contains("timed out") || lower.contains("deadline")) {
+        out.push("the broker did not answer in time: check the address, firewalls, and kafka.request_timeout_ms".into());
+    }
+    if lower.contains("sasl") || lower.contains("authentication") {
+        out.push("authentication failed: check kafka.sasl.mechanism, kafka.sasl.username and kafka.sasl.password".into());
+    }
+    if lower.contains("tls") || lower.contains("certificate") || lower.contains("handshake") {
+        out.push("TLS failed: check kafka.tls.enabled and kafka.tls.ca_file, and that the listener speaks TLS".into());
+    }
+    if lower.contains("dns") || lower.contains("lookup") || lower.contains("resolve") {
+        out.push("a broker host name does not resolve: check kafka.brokers".into());
+    }
+    if out.is_empty() {
+        out.push("see the error above; `routegate config` shows the settings in use".into());
+    }
+    out
 }
 
 /// Sort an rskafka error into retry-or-reject, and say what cached state it invalidates.

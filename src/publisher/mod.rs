@@ -154,7 +154,13 @@ pub struct Drainer<S> {
     cursor: u64,
     /// The outbox ack of the previous round, overlapping this round's produce.
     ack_in_flight: Option<JoinHandle<queue::Result<()>>>,
+    /// The next round's peek (events after `.0`), read while this round's produce is in flight.
+    prefetch: Option<(u64, JoinHandle<queue::Result<Vec<Peeked>>>)>,
 }
+
+/// A round reads up to this many requests' worth of events, so that every partition can get a
+/// full request even when a round's events spread over several partitions.
+const ROUND_REQUESTS: usize = 4;
 
 /// The outcome of producing one partition's batch.
 #[derive(Debug, Default)]
@@ -187,6 +193,7 @@ impl<S: EventSink> Drainer<S> {
             status,
             cursor: 0,
             ack_in_flight: None,
+            prefetch: None,
         }
     }
 
@@ -256,6 +263,7 @@ impl<S: EventSink> Drainer<S> {
             return Ok(Round::CircuitOpen);
         }
         let mut batch = self.peek().await?;
+        // Linger only when not even one request is full; a larger batch goes out at once.
         if !batch.is_empty() && batch.len() < self.cfg.max_records && !self.cfg.linger.is_zero() {
             tokio::time::sleep(self.cfg.linger).await;
             batch = self.peek().await?;
@@ -267,8 +275,18 @@ impl<S: EventSink> Drainer<S> {
             return Ok(Round::Idle);
         }
         let top = batch.last().map(Peeked::seq).unwrap_or(self.cursor);
+        if batch.len() >= self.cfg.max_records {
+            // Likely more behind: read it while this round is on the wire.
+            self.prefetch = Some((top, self.spawn_peek(top)));
+        }
+        let (started, n) = (Instant::now(), batch.len());
         let outcome = self.deliver(batch).await;
         self.settle_ack().await?;
+        tracing::debug!(
+            events = n,
+            took_ms = started.elapsed().as_millis() as u64,
+            "round"
+        );
         let (published, dead) = (outcome.acked.len(), outcome.dead.len());
         self.status.dead_lettered(dead as u64);
         metrics::dead_lettered(dead as u64);
@@ -282,6 +300,7 @@ impl<S: EventSink> Drainer<S> {
             self.outbox.dead_letter(outcome.dead).await?;
             self.outbox.record_failure(outcome.failed).await?;
             self.cursor = 0;
+            self.prefetch = None;
             self.breaker.on_failure(Instant::now());
             let circuit = self.breaker.state(Instant::now());
             self.status
@@ -298,19 +317,28 @@ impl<S: EventSink> Drainer<S> {
         Ok(Round::Delivered { published, dead })
     }
 
-    /// Events after the cursor, on the blocking pool.
+    /// Events after the cursor: the prefetched ones if they start there, else a fresh read.
     async fn peek(&mut self) -> Result<Vec<Peeked>, Error> {
         if self.cursor == 0 {
             // Retrying from the start: the previous ack must have landed, or acked events
             // would be sent again.
             self.settle_ack().await?;
         }
-        let (outbox, after) = (self.outbox.clone(), self.cursor);
-        let (records, bytes) = (self.cfg.max_records, self.cfg.max_bytes);
-        let peeked = tokio::task::spawn_blocking(move || outbox.peek_after(after, records, bytes))
+        let handle = match self.prefetch.take() {
+            Some((after, handle)) if after == self.cursor => handle,
+            _ => self.spawn_peek(self.cursor),
+        };
+        let peeked = handle
             .await
             .map_err(|e| queue::Error::Storage(sled::Error::ReportableBug(e.to_string())))??;
         Ok(peeked)
+    }
+
+    fn spawn_peek(&self, after: u64) -> JoinHandle<queue::Result<Vec<Peeked>>> {
+        let outbox = self.outbox.clone();
+        let records = self.cfg.max_records * ROUND_REQUESTS;
+        let bytes = self.cfg.max_bytes * ROUND_REQUESTS as u64;
+        tokio::task::spawn_blocking(move || outbox.peek_after(after, records, bytes))
     }
 
     /// Wait for the previous round's outbox ack. The handle is dropped only once it finished,
@@ -416,6 +444,29 @@ impl<S: EventSink> Drainer<S> {
         }
     }
 
+    /// Split one partition's events into requests of at most `max_records` and about
+    /// `max_bytes`, in order.
+    fn requests(&self, events: Vec<Envelope>) -> Vec<Vec<Envelope>> {
+        let mut out: Vec<Vec<Envelope>> = Vec::new();
+        let mut bytes = 0u64;
+        for e in events {
+            let size = self.sink.record_size(&e) as u64;
+            let start_new = match out.last() {
+                None => true,
+                Some(last) => {
+                    last.len() >= self.cfg.max_records || bytes + size > self.cfg.max_bytes
+                }
+            };
+            if start_new {
+                out.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            out.last_mut().expect("just pushed").push(e);
+        }
+        out
+    }
+
     /// Produce one partition's events; on a rejection, split to isolate the culprits. Once a
     /// part fails retriably, the parts after it are not sent (they would overtake it).
     async fn produce_bisecting(
@@ -425,7 +476,8 @@ impl<S: EventSink> Drainer<S> {
         events: Vec<Envelope>,
     ) -> Outcome {
         let mut out = Outcome::default();
-        let mut work = vec![events];
+        let mut work = self.requests(events);
+        work.reverse();
         while let Some(part) = work.pop() {
             if out.error.is_some() {
                 out.failed.extend(part.iter().map(|e| e.seq));

@@ -53,6 +53,9 @@ pub struct EnvelopeV1 {
     pub key: String,
     pub route_id: Option<String>,
     pub created_at_us: i64,
+    /// Encoded exactly like a plain `Vec<u8>` (length, then the bytes); `serde_bytes` only
+    /// makes decoding a copy instead of a byte-by-byte visit.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -64,6 +67,7 @@ pub struct DeadLetterV1 {
     pub dead_at_us: i64,
     pub attempts: u32,
     /// The stored event exactly as it was (possibly corrupt), so nothing is lost.
+    #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
 }
 
@@ -217,6 +221,33 @@ mod tests {
             prop_assert_eq!(key(a).cmp(&key(b)), a.cmp(&b));
             prop_assert_eq!(seq_of(&key(a)).unwrap(), a);
         }
+    }
+
+    #[test]
+    fn byte_fields_are_encoded_like_a_plain_vec() {
+        #[derive(Serialize)]
+        struct Plain {
+            payload: Vec<u8>,
+        }
+        #[derive(Serialize)]
+        struct Bytes {
+            #[serde(with = "serde_bytes")]
+            payload: Vec<u8>,
+        }
+        let cfg = bincode::config::standard();
+        let data: Vec<u8> = (0..=255).collect();
+        let plain = bincode::serde::encode_to_vec(
+            Plain {
+                payload: data.clone(),
+            },
+            cfg,
+        )
+        .unwrap();
+        let bytes = bincode::serde::encode_to_vec(Bytes { payload: data }, cfg).unwrap();
+        assert_eq!(
+            plain, bytes,
+            "the on-disk format does not depend on serde_bytes"
+        );
     }
 
     #[test]

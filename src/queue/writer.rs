@@ -76,6 +76,8 @@ const GROUP_MAX: usize = 1024;
 /// Log entries one prune request may delete: bounds its transaction too.
 const PRUNE_MAX: usize = 20_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
+/// How long a group waits for more requests once it sees concurrent writers.
+const GATHER: Duration = Duration::from_micros(200);
 
 /// Load the meta state and start the writer thread.
 pub(super) fn start(
@@ -143,6 +145,7 @@ pub(super) fn route_index_key(route_id: &str, seq: u64) -> Vec<u8> {
 
 fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
     let trees = shared.trees.all();
+    let strict = shared.config.durability == Durability::Strict;
     let mut last_prune = std::time::Instant::now();
     let mut stopping: Option<oneshot::Sender<()>> = None;
     while stopping.is_none() {
@@ -150,11 +153,11 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
             break;
         };
         let mut group = vec![first];
-        while group.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
-            }
+        drain_into(&mut rx, &mut group);
+        if strict && group.len() > 1 && group.len() < GROUP_MAX {
+            // Others are writing too: a moment more lets their requests share this fsync.
+            std::thread::sleep(GATHER);
+            drain_into(&mut rx, &mut group);
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = std::time::Instant::now();
@@ -193,6 +196,16 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
     shared.writer_alive.store(false, Ordering::SeqCst);
     if let Some(done) = stopping {
         let _ = done.send(());
+    }
+}
+
+/// Take every waiting request, up to the group limit.
+fn drain_into(rx: &mut mpsc::Receiver<Request>, group: &mut Vec<Request>) {
+    while group.len() < GROUP_MAX {
+        match rx.try_recv() {
+            Ok(r) => group.push(r),
+            Err(_) => break,
+        }
     }
 }
 

@@ -7,3 +7,4 @@ mod api;
 mod delivery;
 mod gateway;
 mod kafka_harness;
+mod operator;

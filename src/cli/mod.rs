@@ -4,6 +4,9 @@
 //! by [`crate::config::load`]. This is an edge of the program, so errors are `anyhow` and become a
 //! message on stderr and a non-zero exit code.
 
+mod access;
+mod queue;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,6 +50,27 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective configuration (secrets redacted), each key with where it came from.
     Config,
+    /// Inspect and repair the outbox (through the running gateway, or the data directory).
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// A route's audit trail from the local event log.
+    Events {
+        /// The route id.
+        #[arg(long)]
+        route: String,
+        #[command(flatten)]
+        json: queue::JsonFlag,
+    },
+    /// Kafka connectivity.
+    #[command(subcommand)]
+    Kafka(KafkaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KafkaCommand {
+    /// Connect with the configured settings, list the topics, time the metadata request and
+    /// say what is wrong if it fails (exit code 1).
+    Check(queue::JsonFlag),
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +129,13 @@ pub fn run(cli: Cli) -> ExitCode {
             print!("{}", layered.render());
             Ok(())
         }
+        Command::Queue(cmd) => block_on(queue::run(&layered.settings, cmd)),
+        Command::Events { route, json } => {
+            block_on(queue::route_events(&layered.settings, &route, json.json))
+        }
+        Command::Kafka(KafkaCommand::Check(json)) => {
+            block_on(kafka_check(&layered.settings, json.json))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,6 +143,44 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("routegate: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Operator commands run on a small current-thread runtime.
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
+async fn kafka_check(settings: &crate::config::Settings, json: bool) -> anyhow::Result<()> {
+    let r = crate::publisher::kafka::check(&settings.kafka).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("brokers          {}", r.brokers.join(","));
+        println!("metadata         {} ms", r.metadata_millis);
+        if r.ok {
+            println!("topics           {}", r.topics.len());
+            for (name, partitions) in &r.topics {
+                println!("  {name} ({partitions} partitions)");
+            }
+            for t in &r.missing_topics {
+                println!("  {t} missing: routegate creates it on first use");
+            }
+        } else {
+            println!("error            {}", r.error.as_deref().unwrap_or("-"));
+            for h in &r.hints {
+                println!("hint             {h}");
+            }
+        }
+    }
+    if r.ok {
+        Ok(())
+    } else {
+        anyhow::bail!("kafka check failed")
     }
 }
 

@@ -1,0 +1,199 @@
+//! The operator CLI against a running gateway (through its admin API) and against a stopped
+//! one's data directory.
+
+use std::path::Path;
+use std::process::Output;
+
+use routegate::events::NewEvent;
+use routegate::queue::Write;
+
+use crate::harness::gateway::TestGateway;
+use crate::harness::kafka;
+
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_routegate"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run routegate")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+async fn append(gw: &TestGateway, topic: &str, n: usize) {
+    let events = (0..n)
+        .map(|i| NewEvent::now("test.event", topic, "veh-1", Some("route-7"), &i))
+        .collect();
+    gw.outbox()
+        .append(Write {
+            events,
+            records: vec![],
+        })
+        .await
+        .expect("append");
+}
+
+async fn wait_for_dead_letters(gw: &TestGateway, n: u64) {
+    for _ in 0..200 {
+        if gw.outbox().stats().dead_letters >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no dead letters: {:?}", gw.outbox().stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_requeued_and_purged_through_the_running_gateway() {
+    let gw = TestGateway::spawn(|_| {}).await;
+    let dir = gw.dir.path().to_path_buf();
+    append(&gw, "not a valid topic!", 2).await;
+    wait_for_dead_letters(&gw, 2).await;
+
+    let stats = json(&cli(&dir, &["queue", "stats", "--json"]));
+    assert_eq!(stats["deadLetters"], 2);
+    assert!(
+        stats["delivery"]["circuit"].is_string(),
+        "answered by the running gateway"
+    );
+
+    let list = json(&cli(&dir, &["queue", "dead-letters", "list", "--json"]));
+    let seq = list[0]["seq"].as_u64().unwrap();
+    assert!(
+        list[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid topic name")
+    );
+    let shown = json(&cli(
+        &dir,
+        &["queue", "dead-letters", "show", &seq.to_string()],
+    ));
+    assert_eq!(shown["event"]["key"], "veh-1");
+
+    let out = cli(
+        &dir,
+        &["queue", "dead-letters", "requeue", &seq.to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requeued as event 3"));
+
+    let refused = cli(
+        &dir,
+        &[
+            "queue",
+            "dead-letters",
+            "purge",
+            &list[1]["seq"].to_string(),
+        ],
+    );
+    assert!(
+        !refused.status.success(),
+        "purge without --yes and no terminal must refuse"
+    );
+    let purged = cli(
+        &dir,
+        &[
+            "queue",
+            "dead-letters",
+            "purge",
+            &list[1]["seq"].to_string(),
+            "--yes",
+        ],
+    );
+    assert!(
+        purged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purged.stderr)
+    );
+    let events = json(&cli(&dir, &["events", "--route", "route-7", "--json"]));
+    assert_eq!(events.as_array().unwrap().len(), 3, "{events}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_gateway_running_the_cli_reads_the_directory_and_exports_every_pending_event() {
+    let gw = TestGateway::spawn(|_| {}).await;
+    append(&gw, "orders", 25).await;
+    let dir = gw.stop().await;
+
+    let stats = json(&cli(dir.path(), &["queue", "stats", "--json"]));
+    assert_eq!(
+        (stats["pendingEvents"].as_u64(), stats["delivery"].is_null()),
+        (Some(25), true)
+    );
+    let peek = json(&cli(
+        dir.path(),
+        &["queue", "peek", "--limit", "3", "--json"],
+    ));
+    assert_eq!(peek.as_array().unwrap().len(), 3);
+
+    let file = dir.path().join("export.jsonl");
+    let out = cli(
+        dir.path(),
+        &["queue", "export", "--out", file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 25);
+    assert_eq!(lines[24]["event"]["payload"], 24);
+
+    let again = TestGateway::spawn_in(dir, |_| {}).await;
+    assert_eq!(
+        again.outbox().stats().pending_events,
+        25,
+        "export changed nothing"
+    );
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn kafka_check_lists_topics_of_a_live_broker_and_explains_a_dead_one() {
+    let cluster = kafka::shared().await;
+    let topic = kafka::unique_topic("check");
+    cluster.create_topic(&topic, 2, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = format!("kafka.brokers={}", cluster.bootstrap());
+    let ok = json(&cli(
+        dir.path(),
+        &["kafka", "check", "--json", "--set", &bootstrap],
+    ));
+    assert_eq!(ok["ok"], true);
+    assert_eq!(ok["topics"][&topic], 2);
+
+    let dead = cli(
+        dir.path(),
+        &[
+            "kafka",
+            "check",
+            "--set",
+            "kafka.brokers=127.0.0.1:9",
+            "--set",
+            "kafka.request_timeout_ms=500",
+        ],
+    );
+    assert_eq!(dead.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&dead.stdout);
+    assert!(text.contains("is the broker running"), "{text}");
+}
