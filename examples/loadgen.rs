@@ -85,6 +85,8 @@ fn spawn_gateway(binary: &Path, sets: &[String]) -> (Spawned, String) {
         "{} not found: run `cargo build --release --bin routegate` first",
         binary.display()
     );
+    // The gateway runs in a temporary working directory, so a relative path must be resolved now.
+    let binary = binary.canonicalize().expect("the binary's absolute path");
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("data");
     let child = Command::new(binary)
