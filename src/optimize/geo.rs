@@ -13,10 +13,21 @@ pub const EARTH_RADIUS_METERS: f64 = 6_371_008.8;
 
 /// Great-circle distance between two points, in metres.
 pub fn haversine_meters(a: Location, b: Location) -> f64 {
-    let (lat1, lat2) = (a.latitude.to_radians(), b.latitude.to_radians());
-    let dlat = lat2 - lat1;
-    let dlon = (b.longitude - a.longitude).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+    let prepare = |p: Location| {
+        (
+            p.latitude.to_radians(),
+            p.longitude.to_radians(),
+            p.latitude.to_radians().cos(),
+        )
+    };
+    haversine_prepared(prepare(a), prepare(b))
+}
+
+/// Haversine over `(latitude, longitude, cos latitude)` in radians, so a matrix computes the
+/// per-point trigonometry once.
+#[inline]
+pub(crate) fn haversine_prepared(a: (f64, f64, f64), b: (f64, f64, f64)) -> f64 {
+    let h = ((b.0 - a.0) / 2.0).sin().powi(2) + a.2 * b.2 * ((b.1 - a.1) / 2.0).sin().powi(2);
     // `min(1.0)` keeps rounding from pushing asin's argument past 1 for antipodal points.
     2.0 * EARTH_RADIUS_METERS * h.sqrt().min(1.0).asin()
 }

@@ -6,62 +6,21 @@
 //! nothing to reach) and the edge terminal → origin is *fixed*: reading the cycle from the origin
 //! then gives origin … terminal, whichever stops the search put in between.
 
+use super::candidates::Neighbours;
 use super::matrix::SquareMatrix;
 
-/// Candidate lists: for each node, its `k` cheapest partners, cheapest first.
-#[derive(Debug, Clone)]
-pub(crate) struct Neighbours {
-    k: usize,
-    list: Vec<u32>,
-}
-
-impl Neighbours {
-    /// The `k` nearest partners of every node by `cost(i, j) + cost(j, i)` (so one list serves
-    /// both directions of an asymmetric matrix), leaving out the node itself and its partner on
-    /// the fixed edge, with which it is always joined anyway.
-    pub(crate) fn nearest(cost: &SquareMatrix, k: usize, fixed: Option<(usize, usize)>) -> Self {
-        let n = cost.len();
-        let k = k.min(n.saturating_sub(1));
-        let mut list = Vec::with_capacity(n * k);
-        let mut row: Vec<(f64, u32)> = Vec::with_capacity(n);
-        for i in 0..n {
-            row.clear();
-            row.extend(
-                (0..n)
-                    .filter(|&j| j != i && !is_fixed_pair(fixed, i, j))
-                    .map(|j| (cost.get(i, j) + cost.get(j, i), j as u32)),
-            );
-            let by_cost = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-            let take = k.min(row.len());
-            if take < row.len() {
-                row.select_nth_unstable_by(take, by_cost);
-            }
-            row[..take].sort_unstable_by(by_cost);
-            list.extend(row[..take].iter().map(|&(_, j)| j));
-            // Pad short rows (tiny instances) by repeating the last entry; callers tolerate it.
-            for _ in take..k {
-                list.push(row.last().map_or(i as u32, |&(_, j)| j));
-            }
-        }
-        Self { k, list }
-    }
-
-    /// Partners of `v`, cheapest first.
-    #[inline]
-    pub(crate) fn of(&self, v: usize) -> &[u32] {
-        &self.list[v * self.k..(v + 1) * self.k]
-    }
-}
-
-fn is_fixed_pair(fixed: Option<(usize, usize)>, a: usize, b: usize) -> bool {
+pub(crate) fn is_fixed_pair(fixed: Option<(usize, usize)>, a: usize, b: usize) -> bool {
     fixed.is_some_and(|(x, y)| (x == a && y == b) || (x == b && y == a))
 }
 
 /// The search space shared by construction, local search and perturbation.
 #[derive(Debug)]
-pub(crate) struct Graph<'a> {
-    /// Cost of going from node `i` to node `j`.
-    pub cost: &'a SquareMatrix,
+pub(crate) struct Graph {
+    /// Cost of going from node `i` to node `j`, in single precision, row-major: half the bytes, so twice as much of the matrix
+    /// stays in cache, and the local search is bound by matrix reads. Rounding (1e-7 relative)
+    /// only affects which of two near-equal moves is taken; reported costs are recomputed in double precision.
+    compact: Vec<f32>,
+    n: usize,
     /// Candidate partners per node.
     pub neighbours: Neighbours,
     /// `(terminal, origin)`: the edge that closes an open route; never removed.
@@ -70,12 +29,25 @@ pub(crate) struct Graph<'a> {
     pub symmetric: bool,
 }
 
-impl<'a> Graph<'a> {
-    /// Builds the search space with `k` candidates per node.
-    pub(crate) fn new(cost: &'a SquareMatrix, fixed: Option<(usize, usize)>, k: usize) -> Self {
+impl Graph {
+    /// Builds the search space with `k` nearest candidates per node.
+    #[cfg(test)]
+    pub(crate) fn new(cost: &SquareMatrix, fixed: Option<(usize, usize)>, k: usize) -> Self {
+        Self::with_neighbours(cost, fixed, Neighbours::nearest(cost, k, fixed))
+    }
+
+    /// Builds the search space with the given candidates.
+    pub(crate) fn with_neighbours(
+        cost: &SquareMatrix,
+        fixed: Option<(usize, usize)>,
+        neighbours: Neighbours,
+    ) -> Self {
+        let n = cost.len();
+        let compact = (0..n * n).map(|k| cost.get(k / n, k % n) as f32).collect();
         Self {
-            cost,
-            neighbours: Neighbours::nearest(cost, k, fixed),
+            compact,
+            n,
+            neighbours,
             fixed,
             symmetric: cost.is_symmetric(),
         }
@@ -84,13 +56,13 @@ impl<'a> Graph<'a> {
     /// Number of nodes.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.cost.len()
+        self.n
     }
 
     /// Cost from `i` to `j`.
     #[inline]
     pub(crate) fn c(&self, i: usize, j: usize) -> f64 {
-        self.cost.get(i, j)
+        f64::from(self.compact[i * self.n + j])
     }
 
     /// True when `a`–`b` (either direction) is the fixed edge.
@@ -115,18 +87,6 @@ impl<'a> Graph<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn neighbour_lists_are_sorted_and_skip_self_and_the_fixed_partner() {
-        // Points on a line at 0, 1, 3, 6, 10.
-        let x = [0.0, 1.0, 3.0, 6.0, 10.0f64];
-        let m = SquareMatrix::from_fn(5, |i, j| (x[i] - x[j]).abs());
-        let nb = Neighbours::nearest(&m, 2, Some((4, 0)));
-        assert_eq!(nb.of(2), &[1, 0]);
-        assert_eq!(nb.of(0), &[1, 2]);
-        assert_eq!(nb.of(4), &[3, 2]);
-        assert!(!nb.of(0).contains(&4));
-    }
 
     #[test]
     fn cycle_cost_includes_the_closing_edge() {

@@ -27,6 +27,8 @@ pub(crate) struct Instance {
     pub terminal: Option<usize>,
     /// Index into `problem.stops` per node, `None` for start and end points.
     pub stop: Vec<Option<usize>>,
+    /// True when the terminal is a free end rather than the caller's `end`.
+    pub free_end: bool,
 }
 
 impl Instance {
@@ -89,12 +91,19 @@ impl Instance {
             },
             terminal,
             stop,
+            free_end,
         }
     }
 
     /// Number of nodes.
     pub(crate) fn len(&self) -> usize {
         self.cost.len()
+    }
+
+    /// The terminal when it is a free end (no point of its own, free to reach).
+    pub(crate) fn free_end(&self) -> Option<usize> {
+        self.terminal
+            .filter(|&t| self.stop[t].is_none() && self.free_end)
     }
 
     /// The edge that closes an open route.

@@ -29,7 +29,7 @@ const OR_OPT_MAX: usize = 3;
 /// Work queue and scratch space, reusable across calls on the same graph.
 #[derive(Debug)]
 pub(crate) struct LocalSearch<'g> {
-    g: &'g Graph<'g>,
+    g: &'g Graph,
     queue: VecDeque<u32>,
     queued: Vec<bool>,
     /// `diff[p]`: sum over edges at positions `< p` of `cost(back) - cost(forward)`.
@@ -40,7 +40,7 @@ pub(crate) struct LocalSearch<'g> {
 }
 
 impl<'g> LocalSearch<'g> {
-    pub(crate) fn new(g: &'g Graph<'g>) -> Self {
+    pub(crate) fn new(g: &'g Graph) -> Self {
         Self {
             g,
             queue: VecDeque::with_capacity(g.len()),
@@ -137,7 +137,9 @@ impl<'g> LocalSearch<'g> {
         let removed = g.c(x1, x2) + g.c(y1, y2);
         if g.symmetric {
             let delta = g.c(x1, y1) + g.c(x2, y2) - removed;
-            return Some((delta, tour.span(x2, y1) <= tour.span(y2, x1)));
+            // Either side may be reversed; only an applied move needs to know the shorter one.
+            let inner = delta >= -EPS || tour.span(x2, y1) <= tour.span(y2, x1);
+            return Some((delta, inner));
         }
         // Reversing x2..y1 gives x1→y1 … x2→y2; reversing y2..x1 gives y1→x1 … y2→x2.
         let inner = (!self.holds_fixed(tour, x2, y1))

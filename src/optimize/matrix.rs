@@ -7,7 +7,7 @@
 //! finite, so the algorithms can trust what they read.
 
 use super::error::{Error, Result};
-use super::geo::haversine_meters;
+use super::geo::haversine_prepared;
 use super::model::Location;
 
 /// A dense row-major `n × n` matrix of non-negative costs; entry `(i, j)` is the cost of going
@@ -117,9 +117,26 @@ pub struct HaversineSource {
 impl CostMatrixSource for HaversineSource {
     fn matrices(&self, points: &[Location]) -> Result<Matrices> {
         let n = points.len();
-        let distance_meters = SquareMatrix::from_fn(n, |i, j| {
-            haversine_meters(points[i], points[j]) * self.detour_factor
-        });
+        // Trigonometry per point once, and each pair once: the great circle is symmetric.
+        let trig: Vec<(f64, f64, f64)> = points
+            .iter()
+            .map(|p| {
+                (
+                    p.latitude.to_radians(),
+                    p.longitude.to_radians(),
+                    p.latitude.to_radians().cos(),
+                )
+            })
+            .collect();
+        let mut upper = vec![0.0; n * n];
+        for i in 0..n {
+            for j in i + 1..n {
+                let d = haversine_prepared(trig[i], trig[j]) * self.detour_factor;
+                upper[i * n + j] = d;
+                upper[j * n + i] = d;
+            }
+        }
+        let distance_meters = SquareMatrix::from_row_major(n, upper).expect("n × n entries");
         let meters_per_second = self.average_speed_kmh / 3.6;
         let duration_seconds =
             SquareMatrix::from_fn(n, |i, j| distance_meters.get(i, j) / meters_per_second);
@@ -142,13 +159,35 @@ mod tests {
     }
 
     #[test]
+    fn haversine_source_matches_the_plain_formula_both_ways() {
+        let pts = [
+            at(48.1, 11.5),
+            at(-33.9, 151.2),
+            at(0.0, -179.9),
+            at(0.0, 179.9),
+        ];
+        let m = HaversineSource {
+            detour_factor: 1.0,
+            average_speed_kmh: 40.0,
+        }
+        .matrices(&pts)
+        .unwrap();
+        for (i, &a) in pts.iter().enumerate() {
+            for (j, &b) in pts.iter().enumerate() {
+                let want = crate::optimize::geo::haversine_meters(a, b);
+                assert!((m.distance_meters.get(i, j) - want).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
     fn haversine_source_applies_detour_factor_and_speed() {
         let source = HaversineSource {
             detour_factor: 1.5,
             average_speed_kmh: 36.0,
         };
         let m = source.matrices(&[at(10.0, 20.0), at(11.0, 20.0)]).unwrap();
-        let straight = haversine_meters(at(10.0, 20.0), at(11.0, 20.0));
+        let straight = crate::optimize::geo::haversine_meters(at(10.0, 20.0), at(11.0, 20.0));
         assert!((m.distance_meters.get(0, 1) - 1.5 * straight).abs() < 1e-6);
         // 36 km/h is 10 m/s.
         assert!((m.duration_seconds.get(1, 0) - 0.15 * straight).abs() < 1e-6);

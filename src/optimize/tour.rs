@@ -135,14 +135,28 @@ impl Tour {
         }
     }
 
-    /// Swaps the adjacent paths `a1..=a_last` and `succ(a_last)..=b_last`: the double bridge.
+    /// Swaps the adjacent paths `a1..=a_last` and `succ(a_last)..=b_last`: the double bridge
+    /// and the Or-3opt segment exchange. With `R` the rest of the cycle, `A B R`, `B A R`... all
+    /// three pairwise swaps give the same cycle, so the cheapest pair is swapped: `O(n/3)` at
+    /// worst. `R` must not be empty.
     pub(crate) fn swap_adjacent(&mut self, a1: usize, a_last: usize, b_last: usize) {
         let la = self.span(a1, a_last);
-        let lb = self.span(self.succ(a_last), b_last);
-        let start = self.pos(a1);
-        self.reverse(start, la + lb);
-        self.reverse(start, lb);
-        self.reverse(start + lb, la);
+        let b1 = self.succ(a_last);
+        let lb = self.span(b1, b_last);
+        let lr = self.len() - la - lb;
+        let r1 = self.succ(b_last);
+        let (first, l1, l2) = if la + lb <= lb + lr && la + lb <= lr + la {
+            (a1, la, lb)
+        } else if lb + lr <= lr + la {
+            (b1, lb, lr)
+        } else {
+            (r1, lr, la)
+        };
+        debug_assert!(lr > 0, "the rest of the cycle must not be empty");
+        let start = self.pos(first);
+        self.reverse(start, l1 + l2);
+        self.reverse(start, l2);
+        self.reverse(start + l2, l1);
     }
 
     /// Starts (or restarts) recording reversals for [`Tour::undo`].
@@ -215,12 +229,23 @@ mod tests {
         }
     }
 
+    fn from_zero(t: &Tour) -> Vec<usize> {
+        (0..t.len()).map(|k| t.at(t.pos(0) + k)).collect()
+    }
+
     #[test]
-    fn swap_adjacent_is_a_double_bridge() {
-        let mut t = Tour::new(&[0, 1, 2, 3, 4, 5, 6]);
-        t.swap_adjacent(1, 2, 5);
-        assert_eq!(nodes(&t), vec![0, 3, 4, 5, 1, 2, 6]);
-        assert!(consistent(&t));
+    fn swap_adjacent_is_a_double_bridge_whichever_pair_it_moves() {
+        // A = 1..=2, B = 3..=5, R = 6..=9 and 0: each case has a different cheapest pair.
+        for (a1, a_last, b_last, want) in [
+            (1, 2, 5, vec![0, 3, 4, 5, 1, 2, 6, 7, 8, 9]),
+            (1, 6, 7, vec![0, 7, 1, 2, 3, 4, 5, 6, 8, 9]),
+            (2, 2, 8, vec![0, 1, 3, 4, 5, 6, 7, 8, 2, 9]),
+        ] {
+            let mut t = Tour::new(&(0..10).collect::<Vec<_>>());
+            t.swap_adjacent(a1, a_last, b_last);
+            assert_eq!(from_zero(&t), want);
+            assert!(consistent(&t));
+        }
     }
 
     #[test]
@@ -230,7 +255,8 @@ mod tests {
         t.record();
         t.reverse(7, 6);
         t.move_segment(3, 4, 8, true);
-        t.swap_adjacent(0, 1, 6);
+        let (a1, a_last, b_last) = (t.at(1), t.at(2), t.at(5));
+        t.swap_adjacent(a1, a_last, b_last);
         assert!(t.has_changes());
         t.undo();
         assert_eq!(nodes(&t), start.to_vec());

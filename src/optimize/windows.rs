@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use super::graph::Neighbours;
+use super::candidates::Neighbours;
 use super::instance::Instance;
 
 /// Lateness differences below this many seconds are ties.
@@ -302,6 +302,7 @@ mod tests {
             },
             terminal: None,
             stop: (0..n).map(|v| v.checked_sub(1)).collect(),
+            free_end: false,
         }
     }
 

@@ -49,6 +49,7 @@
 //! appends fail with [`Error::Closed`].
 
 pub mod codec;
+mod plan;
 mod reads;
 mod writer;
 
@@ -186,7 +187,7 @@ impl Trees {
             .chain(self.domain.iter().map(|(_, t)| t))
             .cloned()
             .collect();
-        debug_assert_eq!(all.len(), writer::FIXED_TREES + self.domain.len());
+        debug_assert_eq!(all.len(), plan::FIXED_TREES + self.domain.len());
         all
     }
 }

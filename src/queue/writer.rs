@@ -8,20 +8,18 @@
 //! the same group. The transaction itself only replays the planned mutations, so sled may re-run
 //! it without harm.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{self, DeadLetterV1};
-use super::{Error, Expect, Result, Shared, Write};
+use super::codec;
+use super::plan::Plan;
+use super::{Error, Result, Shared, Write};
 use crate::config::Durability;
-use crate::events::{Envelope, NewEvent};
+use crate::events::Envelope;
 
 /// A request to the writer.
 pub(super) enum Request {
@@ -69,12 +67,10 @@ pub(super) struct MetaV1 {
     pub prune_floor: u64,
 }
 
-const META_KEY: &[u8] = b"state";
+pub(super) const META_KEY: &[u8] = b"state";
 const META_V1: u8 = 1;
 /// Requests per group: bounds the time readers wait on the transaction.
 const GROUP_MAX: usize = 1024;
-/// Log entries one prune request may delete: bounds its transaction too.
-const PRUNE_MAX: usize = 20_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// How long a group waits for more requests once it sees concurrent writers.
 const GATHER: Duration = Duration::from_micros(200);
@@ -210,7 +206,7 @@ fn drain_into(rx: &mut mpsc::Receiver<Request>, group: &mut Vec<Request>) {
 }
 
 /// A request's outcome, waiting for the group to commit before it is sent.
-enum Answer {
+pub(super) enum Answer {
     Events(
         oneshot::Sender<Result<Vec<Arc<Envelope>>>>,
         Result<Vec<Arc<Envelope>>>,
@@ -250,376 +246,4 @@ impl Answer {
             Request::Shutdown { reply } => drop(reply.send(())),
         }
     }
-}
-
-/// Index of each fixed tree in the transaction's tree list; domain trees follow.
-const EVENTS: usize = 0;
-const PENDING: usize = 1;
-const DEAD: usize = 2;
-const ROUTE_EVENTS: usize = 3;
-const META: usize = 4;
-pub(super) const FIXED_TREES: usize = 5;
-
-/// What a committed group changed.
-struct Committed {
-    meta: MetaV1,
-    events: Vec<Arc<Envelope>>,
-}
-
-/// The mutations of one group, planned against the committed state plus an overlay of the
-/// group's own earlier writes.
-struct Plan<'a> {
-    shared: &'a Shared,
-    trees: &'a [sled::Tree],
-    meta: MetaV1,
-    overlay: HashMap<(usize, Vec<u8>), Option<Vec<u8>>>,
-    mutations: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>,
-    events: Vec<Arc<Envelope>>,
-    /// A read failed: the group is not committed and every request gets this error.
-    failed: Option<sled::Error>,
-    now_us: i64,
-}
-
-impl<'a> Plan<'a> {
-    fn new(shared: &'a Shared, trees: &'a [sled::Tree], meta: MetaV1) -> Plan<'a> {
-        Plan {
-            shared,
-            trees,
-            meta,
-            overlay: HashMap::new(),
-            mutations: Vec::new(),
-            events: Vec::new(),
-            failed: None,
-            now_us: chrono::Utc::now().timestamp_micros(),
-        }
-    }
-
-    /// Plan one request and keep its outcome for after the commit.
-    fn take(&mut self, req: Request) -> Answer {
-        match req {
-            Request::Append { write, reply } => {
-                let r = self.append(write);
-                Answer::Events(reply, r)
-            }
-            Request::Requeue { seq, reply } => {
-                let r = self.requeue(seq);
-                Answer::One(reply, r)
-            }
-            Request::Ack { seqs, reply } => {
-                let r = self.ack(&seqs);
-                Answer::Unit(reply, r)
-            }
-            Request::Failed { seqs, reply } => {
-                let r = self.failed(&seqs);
-                Answer::Unit(reply, r)
-            }
-            Request::DeadLetter { items, reply } => {
-                let r = self.dead_letter(items);
-                Answer::Unit(reply, r)
-            }
-            Request::Purge { seq, reply } => {
-                let r = self.purge(seq);
-                Answer::Unit(reply, r)
-            }
-            Request::Prune { reply } => {
-                let r = self.prune();
-                Answer::Unit(reply, r)
-            }
-            Request::Shutdown { .. } => unreachable!("handled by the loop"),
-        }
-    }
-
-    fn read(&mut self, tree: usize, key: &[u8]) -> Option<Vec<u8>> {
-        if let Some(v) = self.overlay.get(&(tree, key.to_vec())) {
-            return v.clone();
-        }
-        match self.trees[tree].get(key) {
-            Ok(v) => v.map(|v| v.to_vec()),
-            Err(e) => {
-                self.failed.get_or_insert(e);
-                None
-            }
-        }
-    }
-
-    fn write(&mut self, tree: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.overlay.insert((tree, key.clone()), value.clone());
-        self.mutations.push((tree, key, value));
-    }
-
-    fn domain_index(&self, name: &str) -> Option<usize> {
-        self.shared
-            .trees
-            .domain
-            .iter()
-            .position(|(n, _)| *n == name)
-            .map(|i| FIXED_TREES + i)
-    }
-
-    fn append(&mut self, write: Write) -> Result<Vec<Arc<Envelope>>> {
-        let mut records = Vec::with_capacity(write.records.len());
-        for r in write.records {
-            let tree = self.domain_index(r.tree).ok_or_else(|| {
-                Error::Storage(sled::Error::Unsupported(format!("unknown tree {}", r.tree)))
-            })?;
-            let current = self.read(tree, &r.key);
-            let holds = match &r.expect {
-                Expect::Any => true,
-                Expect::Absent => current.is_none(),
-                Expect::Equals(v) => current.as_deref() == Some(v.as_slice()),
-            };
-            if !holds {
-                return Err(Error::Conflict {
-                    tree: r.tree.to_string(),
-                });
-            }
-            records.push((tree, r.key, r.value));
-        }
-        let first = self.meta.next_seq;
-        let encoded = sequence(first, write.events);
-        let bytes: u64 = encoded.iter().map(|(_, raw)| raw.len() as u64).sum();
-        self.check_quota(encoded.len() as u64, bytes)?;
-        for (tree, key, value) in records {
-            self.write(tree, key, value);
-        }
-        let mut out = Vec::with_capacity(encoded.len());
-        for (env, raw) in encoded {
-            self.add_event(&env, raw);
-            let env = Arc::new(env);
-            self.events.push(env.clone());
-            out.push(env);
-        }
-        Ok(out)
-    }
-
-    fn check_quota(&self, events: u64, bytes: u64) -> Result<()> {
-        let (m, c) = (&self.meta, &self.shared.config);
-        if events > 0
-            && (m.pending_events + events > c.max_queue_events
-                || m.pending_bytes + bytes > c.max_queue_bytes)
-        {
-            return Err(Error::QuotaExceeded {
-                pending_events: m.pending_events,
-                pending_bytes: m.pending_bytes,
-                max_events: c.max_queue_events,
-                max_bytes: c.max_queue_bytes,
-            });
-        }
-        Ok(())
-    }
-
-    /// Put a sequenced event into the log, the outbox index and the audit-trail index.
-    fn add_event(&mut self, env: &Envelope, raw: Vec<u8>) {
-        let len = raw.len() as u64;
-        let key = codec::key(env.seq).to_vec();
-        self.write(EVENTS, key.clone(), Some(raw));
-        self.write(PENDING, key, Some(pending_value(0, len)));
-        if let Some(route) = &env.route_id {
-            self.write(
-                ROUTE_EVENTS,
-                route_index_key(route, env.seq),
-                Some(Vec::new()),
-            );
-        }
-        let m = &mut self.meta;
-        m.next_seq = env.seq + 1;
-        m.pending_events += 1;
-        m.pending_bytes += len;
-        m.log_events += 1;
-        m.log_bytes += len;
-    }
-
-    /// Remove an event from the log (pruning, or an ack below the prune floor).
-    fn drop_from_log(&mut self, seq: u64) {
-        let key = codec::key(seq).to_vec();
-        let Some(raw) = self.read(EVENTS, &key) else {
-            return;
-        };
-        if let Ok(env) = codec::decode_envelope(&raw)
-            && let Some(route) = &env.route_id
-        {
-            self.write(ROUTE_EVENTS, route_index_key(route, seq), None);
-        }
-        self.write(EVENTS, key, None);
-        self.meta.log_events = self.meta.log_events.saturating_sub(1);
-        self.meta.log_bytes = self.meta.log_bytes.saturating_sub(raw.len() as u64);
-    }
-
-    /// Remove from the outbox index; returns `(attempts, bytes)` if it was pending.
-    fn unpend(&mut self, seq: u64) -> Option<(u32, u64)> {
-        let key = codec::key(seq).to_vec();
-        let (attempts, bytes) = parse_pending(&self.read(PENDING, &key)?);
-        self.write(PENDING, key, None);
-        self.meta.pending_events = self.meta.pending_events.saturating_sub(1);
-        self.meta.pending_bytes = self.meta.pending_bytes.saturating_sub(bytes);
-        if seq < self.meta.prune_floor {
-            self.drop_from_log(seq);
-        }
-        Some((attempts, bytes))
-    }
-
-    fn ack(&mut self, seqs: &[u64]) -> Result<()> {
-        for &seq in seqs {
-            self.unpend(seq);
-        }
-        Ok(())
-    }
-
-    fn failed(&mut self, seqs: &[u64]) -> Result<()> {
-        for &seq in seqs {
-            let key = codec::key(seq).to_vec();
-            if let Some(v) = self.read(PENDING, &key) {
-                let (attempts, bytes) = parse_pending(&v);
-                self.write(
-                    PENDING,
-                    key,
-                    Some(pending_value(attempts.saturating_add(1), bytes)),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn dead_letter(&mut self, items: Vec<(u64, String)>) -> Result<()> {
-        for (seq, reason) in items {
-            let raw = self.read(EVENTS, &codec::key(seq)).unwrap_or_default();
-            let Some((attempts, _)) = self.unpend(seq) else {
-                continue;
-            };
-            let letter = DeadLetterV1 {
-                seq,
-                reason,
-                dead_at_us: self.now_us,
-                attempts,
-                raw,
-            };
-            self.write(
-                DEAD,
-                codec::key(seq).to_vec(),
-                Some(codec::encode_dead_letter(&letter)),
-            );
-            self.meta.dead_letters += 1;
-        }
-        Ok(())
-    }
-
-    fn requeue(&mut self, seq: u64) -> Result<Arc<Envelope>> {
-        let key = codec::key(seq).to_vec();
-        let raw = self.read(DEAD, &key).ok_or(Error::NoDeadLetter(seq))?;
-        let unrequeueable = |reason: String| Error::Unrequeueable { seq, reason };
-        let letter = codec::decode_dead_letter(&raw).map_err(|e| unrequeueable(e.to_string()))?;
-        let old = codec::decode_envelope(&letter.raw).map_err(|e| unrequeueable(e.to_string()))?;
-        let new = NewEvent {
-            id: old.id,
-            kind: old.kind,
-            topic: old.topic,
-            key: old.key,
-            route_id: old.route_id,
-            created_at_us: old.created_at_us,
-            payload: old.payload,
-        };
-        let mut env = self.append(Write {
-            events: vec![new],
-            records: Vec::new(),
-        })?;
-        self.write(DEAD, key, None);
-        self.meta.dead_letters = self.meta.dead_letters.saturating_sub(1);
-        Ok(env.remove(0))
-    }
-
-    fn purge(&mut self, seq: u64) -> Result<()> {
-        let key = codec::key(seq).to_vec();
-        self.read(DEAD, &key).ok_or(Error::NoDeadLetter(seq))?;
-        self.write(DEAD, key, None);
-        self.meta.dead_letters = self.meta.dead_letters.saturating_sub(1);
-        Ok(())
-    }
-
-    /// Delete delivered events from the front of the log while it is over its age or size limit.
-    fn prune(&mut self) -> Result<()> {
-        let cfg = &self.shared.config;
-        let (max_age_us, max_bytes) = (
-            (cfg.log_retention_ms as i64).saturating_mul(1000),
-            cfg.log_retention_bytes,
-        );
-        let start = codec::key(self.meta.prune_floor);
-        let mut floor = self.meta.prune_floor;
-        let events = self.trees[EVENTS].clone();
-        for (deleted, item) in events.range(start..).enumerate() {
-            let (key, raw) = match item {
-                Ok(kv) => kv,
-                Err(e) => {
-                    self.failed.get_or_insert(e);
-                    break;
-                }
-            };
-            let delivered_bytes = self.meta.log_bytes.saturating_sub(self.meta.pending_bytes);
-            let age_us = codec::decode_envelope(&raw)
-                .map(|e| self.now_us - e.created_at_us)
-                .unwrap_or(i64::MAX);
-            if deleted >= PRUNE_MAX || (delivered_bytes <= max_bytes && age_us <= max_age_us) {
-                break;
-            }
-            let Ok(seq) = codec::seq_of(&key) else {
-                continue;
-            };
-            if self.read(PENDING, &key).is_none() {
-                self.drop_from_log(seq);
-            }
-            floor = seq + 1;
-        }
-        self.meta.prune_floor = floor;
-        Ok(())
-    }
-
-    /// Apply the planned mutations and the new meta state in one transaction, then flush if the
-    /// durability mode asks for it.
-    fn commit(mut self) -> std::result::Result<Committed, sled::Error> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
-        }
-        if self.mutations.is_empty() {
-            return Ok(Committed {
-                meta: self.meta,
-                events: self.events,
-            });
-        }
-        self.mutations
-            .push((META, META_KEY.to_vec(), Some(encode_meta(&self.meta))));
-        let mutations = &self.mutations;
-        let result: std::result::Result<(), TransactionError<()>> = self.trees.transaction(|tx| {
-            for (tree, key, value) in mutations {
-                match value {
-                    Some(v) => tx[*tree].insert(key.as_slice(), v.as_slice())?,
-                    None => tx[*tree].remove(key.as_slice())?,
-                };
-            }
-            Ok::<_, ConflictableTransactionError<()>>(())
-        });
-        result.map_err(|e| match e {
-            TransactionError::Storage(e) => e,
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
-        if self.shared.config.durability == Durability::Strict {
-            self.shared.db.flush()?;
-            self.shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(Committed {
-            meta: self.meta,
-            events: self.events,
-        })
-    }
-}
-
-/// Assign sequence numbers from `first` and encode.
-fn sequence(first: u64, events: Vec<NewEvent>) -> Vec<(Envelope, Vec<u8>)> {
-    events
-        .into_iter()
-        .zip(first..)
-        .map(|(e, seq)| {
-            let env = Envelope::sequenced(seq, e);
-            let raw = codec::encode_envelope(&env);
-            (env, raw)
-        })
-        .collect()
 }
