@@ -27,14 +27,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{OptimizeConfig, Settings, TopicsConfig};
 use crate::datadir::{DataDir, DataDirError};
 use crate::delivery;
-use crate::http::auth::{TokenFileError, Tokens};
-use crate::http::{self, Api, Lifecycle, ws};
+use crate::http::{self, Api, Lifecycle, Limits, RateLimiter, Tokens, auth::TokenFileError, ws};
 use crate::metrics;
+use crate::optimize;
 use crate::publisher::{self, DrainConfig, Drainer, kafka::KafkaSink};
 use crate::queue::{self, Outbox};
+use crate::store::{self, Store};
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,8 @@ pub enum AppError {
     Kafka(#[from] publisher::kafka::Error),
     #[error(transparent)]
     Tokens(#[from] TokenFileError),
+    #[error(transparent)]
+    Cors(#[from] http::CorsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -72,10 +75,12 @@ impl App {
         let tokens = Tokens::load(&settings.http.api_tokens, &settings.http.api_tokens_file)?;
         let data_dir = DataDir::acquire(&settings.storage.data_dir)?;
         let (db_path, storage) = (data_dir.db_path(), settings.storage.clone());
-        let outbox = tokio::task::spawn_blocking(move || Outbox::open(&db_path, &storage, &[]))
-            .await
-            .expect("opening storage does not panic")?;
+        let outbox =
+            tokio::task::spawn_blocking(move || Outbox::open(&db_path, &storage, store::TREES))
+                .await
+                .expect("opening storage does not panic")?;
         let sink = Arc::new(KafkaSink::new(&settings.kafka)?);
+        http::check_cors(&settings.http.cors_origins)?;
         let bind_err = |source| AppError::Bind {
             addr: settings.http.bind.clone(),
             source,
@@ -140,13 +145,22 @@ impl App {
             CancellationToken::new(),
         );
 
+        let limits = Limits::from_config(&settings.http);
+        let params = solver_params(&settings.optimize, limits.request_timeout);
         let api = Api {
             lifecycle: lifecycle.clone(),
             outbox: outbox.clone(),
             delivery,
             metrics: metrics::install(),
+            store: Store::new(outbox.clone(), topics(&settings.kafka.topics), params),
             tokens,
             ws: hub.clone(),
+            rate: RateLimiter::new(
+                settings.http.rate_limit_per_second,
+                settings.http.rate_limit_burst,
+            ),
+            limits,
+            cors_origins: settings.http.cors_origins.clone(),
         };
         if let Err(e) = data_dir.publish_address(local_addr) {
             tracing::warn!(cause = %e, "cannot record the gateway address for the operator CLI");
@@ -186,6 +200,26 @@ impl App {
         data_dir.retract_address();
         tracing::info!(queued = left, "routegate stopped");
         Ok(())
+    }
+}
+
+/// Solver parameters from the configuration; a solve never outlives the request timeout.
+fn solver_params(o: &OptimizeConfig, request_timeout: Duration) -> optimize::Params {
+    let cap = u64::try_from(request_timeout.as_millis()).unwrap_or(u64::MAX);
+    optimize::Params {
+        max_stops: o.max_stops as usize,
+        detour_factor: o.detour_factor,
+        average_speed_kmh: o.average_speed_kmh,
+        max_compute_ms: o.max_compute_ms.min(cap).max(1),
+        ..optimize::Params::default()
+    }
+}
+
+fn topics(t: &TopicsConfig) -> store::Topics {
+    store::Topics {
+        route_optimized: t.route_optimized.clone(),
+        route_updated: t.route_updated.clone(),
+        vehicle_position: t.vehicle_position.clone(),
     }
 }
 

@@ -8,8 +8,9 @@
 //! # Module map
 //!
 //! ```text
-//! main ─▶ cli ─▶ app ─▶ http ──────┐
-//!                  │               ▼
+//! main ─▶ cli ─▶ app ─▶ http ─▶ store ─▶ queue ─▶ events
+//!                  │             └─▶ optimize (pure)
+//!                  ├──▶ publisher ─▶ queue
 //!                  └──▶ config   (every module reads its own section)
 //! ```
 //!
@@ -17,6 +18,8 @@
 //! * [`config`] holds the typed settings and their layers (defaults, file, `.env`, env, flags).
 //! * [`datadir`] owns the runtime directory and its lock.
 //! * [`http`] is the warp API; [`http::error`] is where errors become responses.
+//! * [`store`] keeps routes and vehicles, written atomically with their events through [`queue`].
+//! * [`optimize`] is the pure route solver.
 //! * [`telemetry`] sets up `tracing`.
 
 pub mod app;
@@ -30,4 +33,5 @@ pub mod metrics;
 pub mod optimize;
 pub mod publisher;
 pub mod queue;
+pub mod store;
 pub mod telemetry;

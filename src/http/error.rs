@@ -2,8 +2,10 @@
 //!
 //! Handlers return `Result<_, Rejection>` built from [`ApiError`]; [`recover`] turns every rejection,
 //! ours and warp's own, into a JSON body `{error, message, field?}` with the matching status.
-//! Client mistakes are always 4xx. The only 5xx are 503 (the outbox is full or the gateway is
-//! shutting down: retry later, nothing was written) and 500 for a failure of local storage.
+//! Client mistakes are always 4xx. The only 5xx are 503 with `Retry-After` (the outbox is full,
+//! the request timed out, a record kept changing under concurrent writers, or the gateway is
+//! shutting down: nothing was written, retry later) and 500 for a failure of local storage or of
+//! the solver's configuration.
 
 use std::convert::Infallible;
 
@@ -12,6 +14,8 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reject::{Reject, Rejection};
 use warp::reply::Response;
 use warp::{Reply, reply};
+
+use crate::{metrics, store};
 
 /// An error a handler answers with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -29,6 +33,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// Refused by policy (a CORS origin that is not allowed).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("method not allowed on this path")]
     MethodNotAllowed,
     #[error("request body too large")]
@@ -48,6 +55,29 @@ pub enum ApiError {
 
 impl Reject for ApiError {}
 
+/// Seconds a client should wait before retrying a write the full outbox refused.
+const QUOTA_RETRY_AFTER_SECS: u64 = 5;
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> ApiError {
+        use store::Error as S;
+        match e {
+            S::NotFound(m) => ApiError::NotFound(m),
+            S::Conflict(m) => ApiError::Conflict(m),
+            S::Invalid { field, message } => ApiError::BadRequest {
+                message: format!("invalid {field}: {message}"),
+                field: Some(field),
+            },
+            S::Queue(q) => ApiError::from(q),
+            S::Busy | S::TimedOut => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after_secs: 1,
+            },
+            S::Optimizer(_) | S::Corrupt { .. } | S::Task(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(message: impl Into<String>, field: Option<&str>) -> ApiError {
         ApiError::BadRequest {
@@ -62,6 +92,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -76,6 +107,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -165,6 +197,9 @@ fn classify(r: &Rejection) -> ApiError {
     if let Some(e) = r.find::<w::LengthRequired>() {
         return ApiError::bad_request(e.to_string(), Some("content-length"));
     }
+    if let Some(e) = r.find::<warp::cors::CorsForbidden>() {
+        return ApiError::Forbidden(e.to_string());
+    }
     if let Some(e) = r.find::<warp::ws::MissingConnectionUpgrade>() {
         return ApiError::bad_request(e.to_string(), Some("upgrade"));
     }
@@ -176,14 +211,14 @@ impl From<crate::queue::Error> for ApiError {
         use crate::queue::Error as Q;
         match e {
             Q::QuotaExceeded { .. } => {
-                crate::metrics::outbox_full();
+                metrics::outbox_full();
                 ApiError::Unavailable {
-                    message: e.to_string(),
-                    retry_after_secs: 5,
+                    message: format!("{e}; nothing was written, retry later"),
+                    retry_after_secs: QUOTA_RETRY_AFTER_SECS,
                 }
             }
             Q::Closed => ApiError::Unavailable {
-                message: "the gateway is shutting down".into(),
+                message: "the gateway is shutting down; nothing was written".into(),
                 retry_after_secs: 1,
             },
             Q::Conflict { .. } | Q::Unrequeueable { .. } => ApiError::Conflict(e.to_string()),

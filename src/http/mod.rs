@@ -1,17 +1,45 @@
 //! The HTTP and WebSocket API (warp lives here and nowhere else).
 //!
-//! Routes are functions that return filters; handlers get their state through cheap clones of
-//! the handles in [`Api`]. Every rejection ends in [`error::recover`], the one place where errors
-//! become responses. [`serve`] runs the server on a listener the caller bound (port 0 in tests)
-//! until the shutdown future resolves, then lets in-flight requests finish.
+//! Routes are functions that return filters, one file per endpoint group ([`routes`],
+//! [`optimize`], [`positions`], [`status`], [`health`], [`openapi`]); handlers are plain async
+//! functions that get their state through cheap clones of the handles in [`Api`]. Every rejection
+//! ends in [`error::recover`], the one place where errors become responses. [`serve`] runs the
+//! server on a listener the caller bound (port 0 in tests) until the shutdown future resolves,
+//! then lets in-flight requests finish.
+//!
+//! # A request's way through
+//!
+//! ```text
+//! observe (request id, span, metrics by template)
+//!  └─ CORS (when http.cors_origins is set)
+//!      └─ endpoint: path + method match ─▶ guard (rate limit 429, then token 401)
+//!                   ─▶ body (413, JSON 400 with field) ─▶ handler ─▶ store ─▶ outbox
+//!      └─ recover: every rejection ─▶ {error, message, field?}
+//! ```
+//!
+//! The guard runs only after a `/traffic` path matched, so an unknown path is a 404 and probes
+//! and metrics are never rate limited or authenticated. Reads are bounded by
+//! `http.request_timeout_ms` (503); writes are bounded until they are handed to the outbox and
+//! then wait for the commit, so a timeout never reports a failure for a write that happened.
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod health;
+pub mod limits;
+pub mod observe;
+pub mod openapi;
+pub mod optimize;
+pub mod positions;
+pub mod routes;
 pub mod status;
 pub mod ws;
 
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,12 +47,19 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpSocket};
-use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
 
+use crate::config::HttpConfig;
 use crate::delivery;
 use crate::queue::Outbox;
+use crate::store::{self, Store};
 
+pub use auth::Tokens;
+pub use body::BodyLimits;
 pub use health::{Check, Lifecycle};
+pub use limits::RateLimiter;
 
 /// Everything the handlers need, as cheap clones.
 #[derive(Clone)]
@@ -33,10 +68,17 @@ pub struct Api {
     pub outbox: Outbox,
     pub delivery: Arc<delivery::Status>,
     pub metrics: PrometheusHandle,
-    /// Bearer tokens; empty means authentication is off.
-    pub tokens: auth::Tokens,
+    /// Routes and vehicles.
+    pub store: Store,
+    /// Bearer tokens for `/traffic/*`, `/admin/*` and the WebSocket; empty: no authentication.
+    pub tokens: Tokens,
     /// The WebSocket hub (live events).
     pub ws: ws::Hub,
+    /// Per-client rate limit on `/traffic/*` (probes and metrics are never limited).
+    pub rate: RateLimiter,
+    pub limits: Limits,
+    /// CORS origins (`*` for any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Api {
@@ -45,10 +87,80 @@ impl std::fmt::Debug for Api {
     }
 }
 
-/// All routes, with errors recovered into JSON.
-pub fn routes(
-    api: Api,
-) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+/// Request limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub body: BodyLimits,
+    /// Time until a request must have submitted its write (or answered a read); then 503.
+    pub request_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_config(http: &HttpConfig) -> Limits {
+        Limits {
+            body: BodyLimits {
+                max_body_bytes: http.max_body_bytes,
+                max_string_length: http.max_string_length as usize,
+            },
+            request_timeout: Duration::from_millis(http.request_timeout_ms),
+        }
+    }
+}
+
+impl Api {
+    /// When the current request's time is up.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.limits.request_timeout
+    }
+
+    /// Run a read within the request timeout.
+    pub async fn within<T>(
+        &self,
+        read: impl Future<Output = store::Result<T>>,
+    ) -> Result<T, error::ApiError> {
+        match tokio::time::timeout_at(self.deadline(), read).await {
+            Ok(r) => r.map_err(error::ApiError::from),
+            Err(_) => Err(store::Error::TimedOut.into()),
+        }
+    }
+}
+
+/// Rate limit, then authentication: what every `/traffic` endpoint checks after its path matched.
+pub fn guard(api: &Api) -> impl Filter<Extract = (), Error = Rejection> + Clone + use<> {
+    limits::rate_limited(api.rate.clone()).and(auth::required(api.tokens.clone()))
+}
+
+/// Hand a clone of the state to a handler.
+pub fn with(api: Api) -> impl Filter<Extract = (Api,), Error = Infallible> + Clone {
+    warp::any().map(move || api.clone())
+}
+
+/// Why the CORS configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("http.cors_origins: {0:?} is not an origin (expected * or scheme://host[:port])")]
+pub struct CorsError(String);
+
+/// Check `http.cors_origins` (warp panics on a malformed origin, so it is checked first).
+pub fn check_cors(origins: &[String]) -> Result<(), CorsError> {
+    let ok = |o: &str| {
+        let Some((scheme, rest)) = o.split_once("://") else {
+            return o == "*";
+        };
+        let (host, port) = rest.split_once(':').unwrap_or((rest, "1"));
+        matches!(scheme, "http" | "https")
+            && !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            && port.parse::<u16>().is_ok()
+    };
+    match origins.iter().find(|o| !ok(o)) {
+        Some(bad) => Err(CorsError(bad.clone())),
+        None => Ok(()),
+    }
+}
+
+fn endpoints(api: &Api) -> BoxedFilter<(Response,)> {
     let outbox = api.outbox.clone();
     let storage: Check = Arc::new(move || {
         if outbox.is_healthy() {
@@ -57,11 +169,9 @@ pub fn routes(
             Err("the outbox writer stopped".into())
         }
     });
+    let kafka = status::kafka_health(api.outbox.clone(), api.delivery.clone(), guard(api));
     health::routes(api.lifecycle.clone(), storage)
-        .or(status::kafka_health(
-            api.outbox.clone(),
-            api.delivery.clone(),
-        ))
+        .or(kafka)
         .unify()
         .or(status::metrics(api.outbox.clone(), api.metrics.clone()))
         .unify()
@@ -73,7 +183,47 @@ pub fn routes(
         .unify()
         .or(ws::route(api.ws.clone(), api.tokens.clone()))
         .unify()
-        .recover(error::recover)
+        .or(openapi::document())
+        .unify()
+        .boxed()
+        .or(optimize::optimize(api.clone()).boxed())
+        .unify()
+        .or(routes::list(api.clone()).boxed())
+        .unify()
+        .or(routes::get(api.clone()).boxed())
+        .unify()
+        .or(routes::update_stop(api.clone()).boxed())
+        .unify()
+        .or(routes::events(api.clone()).boxed())
+        .unify()
+        .or(optimize::reoptimize(api.clone()).boxed())
+        .unify()
+        .or(positions::positions(api.clone()).boxed())
+        .unify()
+        .boxed()
+}
+
+/// All routes: CORS, errors recovered into JSON, request ids, spans and metrics.
+pub fn routes(
+    api: Api,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let all = endpoints(&api);
+    let with_cors: BoxedFilter<(Response,)> = if api.cors_origins.is_empty() {
+        all
+    } else {
+        let mut cors = warp::cors()
+            .allow_methods(["GET", "POST", "PATCH", "OPTIONS"])
+            .allow_headers(["authorization", "content-type", observe::REQUEST_ID])
+            .expose_headers([observe::REQUEST_ID, "retry-after", "location"])
+            .max_age(600);
+        if api.cors_origins.iter().any(|o| o == "*") {
+            cors = cors.allow_any_origin();
+        } else {
+            cors = cors.allow_origins(api.cors_origins.iter().map(String::as_str));
+        }
+        all.with(cors).map(Reply::into_response).boxed()
+    };
+    observe::observed(with_cors.recover(error::recover).unify())
 }
 
 /// Bind the API's listener with `TCP_NODELAY`, which the connections it accepts inherit (Linux
@@ -121,16 +271,4 @@ where
         _ = stopped_rx => {}
     }
     tokio::time::timeout(grace, server).await.is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn accepted_connections_inherit_no_delay_from_the_listener() {
-        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        assert!(accepted.nodelay().unwrap());
-    }
 }

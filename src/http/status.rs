@@ -94,9 +94,11 @@ pub fn assess(d: &Snapshot, q: &Stats, now: DateTime<Utc>) -> KafkaHealth {
 pub fn kafka_health(
     outbox: Outbox,
     delivery: Arc<Status>,
+    guard: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes" / "kafka-health")
         .and(warp::get())
+        .and(guard)
         .map(move || {
             let h = assess(&delivery.snapshot(), &outbox.stats(), Utc::now());
             let code = if h.status == Health::Healthy {

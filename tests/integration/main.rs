@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod api;
 mod delivery;
 mod gateway;
 mod kafka_harness;

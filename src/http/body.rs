@@ -1,0 +1,240 @@
+//! Request bodies and path segments: read within limits, parse with the JSON path of any error.
+//!
+//! Bodies are read by hand (not `warp::body::json`) so that every failure is a 4xx naming the
+//! offending field: the size is checked against `http.max_body_bytes` before and while reading
+//! (413, also for chunked bodies without a length), the bytes must be JSON (400), every string and
+//! object key must fit `http.max_string_length` (400 with its path), and typed decoding goes
+//! through `serde_path_to_error` so a wrong type reports e.g. `stops[3].latitude`.
+
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use warp::{Filter, Rejection};
+
+use super::error::ApiError;
+
+/// Size and string limits of request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub max_body_bytes: u64,
+    pub max_string_length: usize,
+}
+
+/// A filter extracting the body as a JSON value within `limits`.
+pub fn json(limits: BodyLimits) -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared: Option<u64>, body| async move {
+            if declared.is_some_and(|n| n > limits.max_body_bytes) {
+                return Err(warp::reject::custom(ApiError::PayloadTooLarge));
+            }
+            let bytes = collect(body, limits.max_body_bytes)
+                .await
+                .map_err(warp::reject::custom)?;
+            parse(&bytes, limits.max_string_length).map_err(warp::reject::custom)
+        })
+}
+
+async fn collect<S, B>(body: S, max: u64) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}"), None))?;
+        if (out.len() + chunk.remaining()) as u64 > max {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Parse JSON bytes and check string lengths.
+pub fn parse(bytes: &[u8], max_string_length: usize) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}"), None))?;
+    check_strings(&value, max_string_length, &mut String::new())?;
+    Ok(value)
+}
+
+fn check_strings(v: &Value, max: usize, path: &mut String) -> Result<(), ApiError> {
+    let too_long = |path: &str| {
+        ApiError::bad_request(
+            format!("longer than the {max} bytes allowed"),
+            Some(if path.is_empty() { "." } else { path }),
+        )
+    };
+    match v {
+        Value::String(s) if s.len() > max => Err(too_long(path)),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                check_strings(item, max, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key.get(..key.len().min(max)).unwrap_or("?"));
+                if key.len() > max {
+                    return Err(too_long(path));
+                }
+                check_strings(item, max, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Decode a JSON value into `T`; errors name the JSON path, prefixed with `prefix`.
+pub fn decode<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.inner().to_string();
+        let mut path = e.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        if let Some(missing) = missing_field(&inner) {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(missing);
+        }
+        let field = join(prefix, &path);
+        ApiError::bad_request(inner, (!field.is_empty()).then_some(field.as_str()))
+    })
+}
+
+fn join(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) if path.starts_with('[') => format!("{prefix}{path}"),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+/// serde reports a missing member at its parent's path; the member's name is in the message.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next()
+}
+
+/// Percent-decode one path segment (warp hands segments over raw); `None` if not UTF-8.
+pub fn segment(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h)? * 16 + hex(l)?) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code, reason = "fields exist to be deserialized")]
+    struct Point {
+        latitude: f64,
+        longitude: f64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code, reason = "fields exist to be deserialized")]
+    struct Req {
+        stops: Vec<Point>,
+    }
+
+    fn field(e: ApiError) -> Option<String> {
+        match e {
+            ApiError::BadRequest { field, .. } => field,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_deep_in_the_body_names_its_json_path() {
+        let v = parse(
+            br#"{"stops":[{"latitude":1,"longitude":2},{"latitude":"x","longitude":2}]}"#,
+            64,
+        )
+        .unwrap();
+        let err = decode::<Req>(v, "").unwrap_err();
+        assert_eq!(field(err).as_deref(), Some("stops[1].latitude"));
+    }
+
+    #[test]
+    fn a_missing_member_is_named_with_its_parents_path() {
+        let v = parse(br#"{"stops":[{"latitude":1}]}"#, 64).unwrap();
+        assert_eq!(
+            field(decode::<Req>(v, "").unwrap_err()).as_deref(),
+            Some("stops[0].longitude")
+        );
+        let v = parse(br#"{}"#, 64).unwrap();
+        assert_eq!(
+            field(decode::<Req>(v, "").unwrap_err()).as_deref(),
+            Some("stops")
+        );
+        let v = parse(br#"[{"latitude":1}]"#, 64).unwrap();
+        let err = decode::<Vec<Point>>(v, "").unwrap_err();
+        assert_eq!(field(err).as_deref(), Some("[0].longitude"));
+    }
+
+    #[test]
+    fn malformed_json_and_overlong_strings_are_bad_requests() {
+        assert_eq!(field(parse(b"{", 64).unwrap_err()), None);
+        assert_eq!(field(parse(b"", 64).unwrap_err()), None);
+        let long = format!(r#"{{"stops":[{{"address":"{}"}}]}}"#, "a".repeat(65));
+        assert_eq!(
+            field(parse(long.as_bytes(), 64).unwrap_err()).as_deref(),
+            Some("stops[0].address")
+        );
+        let key = format!(r#"{{"{}":1}}"#, "k".repeat(65));
+        assert!(parse(key.as_bytes(), 64).is_err());
+        let nested = "[".repeat(10_000);
+        assert!(
+            parse(nested.as_bytes(), 64).is_err(),
+            "deep nesting is refused, not a stack overflow"
+        );
+    }
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(segment("stop%201").as_deref(), Some("stop 1"));
+        assert_eq!(segment("a%2Fb%zz").as_deref(), Some("a/b%zz"));
+        assert_eq!(segment("%ff"), None);
+        assert_eq!(segment("%").as_deref(), Some("%"));
+    }
+}
