@@ -31,8 +31,6 @@ pub struct Drainer<S> {
     status: Arc<Status>,
     /// Highest sequence number already sent in a successful round; the next peek starts above.
     cursor: u64,
-    /// The outbox ack of the previous round, overlapping this round's produce.
-    ack_in_flight: Option<JoinHandle<queue::Result<()>>>,
     /// The next round's peek (events after `.0`), read while this round's produce is in flight.
     prefetch: Option<(u64, JoinHandle<queue::Result<Vec<Peeked>>>)>,
 }
@@ -71,7 +69,6 @@ impl<S: EventSink> Drainer<S> {
             cfg,
             status,
             cursor: 0,
-            ack_in_flight: None,
             prefetch: None,
         }
     }
@@ -121,7 +118,6 @@ impl<S: EventSink> Drainer<S> {
         if healthy && self.breaker.state(Instant::now()) == Circuit::Closed {
             self.last_pass().await;
         }
-        let _ = self.settle_ack().await;
         Ok(())
     }
 
@@ -160,7 +156,6 @@ impl<S: EventSink> Drainer<S> {
         }
         let (started, n) = (Instant::now(), batch.len());
         let outcome = self.deliver(batch).await;
-        self.settle_ack().await?;
         tracing::debug!(
             events = n,
             took_ms = started.elapsed().as_millis() as u64,
@@ -172,11 +167,13 @@ impl<S: EventSink> Drainer<S> {
         if let Some((seq, reason)) = outcome.dead.first() {
             tracing::warn!(seq, reason = %reason, count = dead, "events dead-lettered");
         }
+        // Ack before the next produce: at most one round is ever in Kafka but not yet removed
+        // here, which bounds the duplicates a crash can cause to that one round.
+        self.outbox.dead_letter(outcome.dead).await?;
+        self.outbox.ack(outcome.acked).await?;
         if !outcome.failed.is_empty() {
             let error = outcome.error.unwrap_or_else(|| "unknown failure".into());
             let retried = outcome.failed.len();
-            self.outbox.ack(outcome.acked).await?;
-            self.outbox.dead_letter(outcome.dead).await?;
             self.outbox.record_failure(outcome.failed).await?;
             self.cursor = 0;
             self.prefetch = None;
@@ -189,7 +186,6 @@ impl<S: EventSink> Drainer<S> {
             return Ok(Round::Failed { error, retried });
         }
         self.cursor = top;
-        self.ack_in_flight = Some(self.spawn_ack(outcome.acked, outcome.dead));
         self.breaker.on_success();
         self.backoff.reset();
         self.status.success(published as u64, Circuit::Closed);
@@ -198,11 +194,6 @@ impl<S: EventSink> Drainer<S> {
 
     /// Events after the cursor: the prefetched ones if they start there, else a fresh read.
     async fn peek(&mut self) -> Result<Vec<Peeked>, Error> {
-        if self.cursor == 0 {
-            // Retrying from the start: the previous ack must have landed, or acked events
-            // would be sent again.
-            self.settle_ack().await?;
-        }
         let handle = match self.prefetch.take() {
             Some((after, handle)) if after == self.cursor => handle,
             _ => self.spawn_peek(self.cursor),
@@ -218,31 +209,6 @@ impl<S: EventSink> Drainer<S> {
         let records = self.cfg.max_records * ROUND_REQUESTS;
         let bytes = self.cfg.max_bytes * ROUND_REQUESTS as u64;
         tokio::task::spawn_blocking(move || outbox.peek_after(after, records, bytes))
-    }
-
-    /// Wait for the previous round's outbox ack. The handle is dropped only once it finished,
-    /// so an interrupted wait is resumed by the next call.
-    async fn settle_ack(&mut self) -> Result<(), Error> {
-        if let Some(handle) = &mut self.ack_in_flight {
-            let done = handle.await;
-            self.ack_in_flight = None;
-            done.map_err(|e| queue::Error::Storage(sled::Error::ReportableBug(e.to_string())))??;
-        }
-        Ok(())
-    }
-
-    fn spawn_ack(
-        &self,
-        acked: Vec<u64>,
-        dead: Vec<(u64, String)>,
-    ) -> JoinHandle<queue::Result<()>> {
-        let outbox = self.outbox.clone();
-        tokio::spawn(async move {
-            if !dead.is_empty() {
-                outbox.dead_letter(dead).await?;
-            }
-            outbox.ack(acked).await
-        })
     }
 
     async fn probe(&mut self) {

@@ -7,20 +7,22 @@
 //!            │ group by (topic, murmur2 partition)│──▶ EventSink::produce, one request per
 //!            │                                    │    partition, partitions concurrently
 //!            └────────────────────────────────────┘
-//!  acked seqs ──▶ outbox.ack (overlaps the next round)   failed ──▶ backoff, breaker, cursor = 0
+//!  acked seqs ──▶ outbox.ack, before the next produce     failed ──▶ backoff, breaker, cursor = 0
+//!  (the next round's peek is read while this round is on the wire)
 //! ```
 //!
 //! # Invariants
 //!
-//! * **Delete only what was acknowledged.** Sequence numbers go to [`Outbox::ack`] only after the
-//!   sink returned `Ok` for their batch. A crash between Kafka's ack and ours re-sends that batch:
-//!   delivery is at-least-once, duplicates are bounded by the batches in flight at the crash, and
-//!   consumers deduplicate on the CloudEvents `ce_id`.
+//! * **Delete only what was acknowledged.** Sequence numbers go to
+//!   [`Outbox::ack`](crate::queue::Outbox::ack) only after the sink returned `Ok` for their batch,
+//!   and a round's ack is durable before the next round is produced. A crash between Kafka's ack
+//!   and ours re-sends that one round: delivery is at-least-once, duplicates per crash are bounded
+//!   by one round (at most `ROUND_REQUESTS` × `batch_max_records` events), and consumers
+//!   deduplicate on the CloudEvents `ce_id`.
 //! * **Order per key.** A key always maps to the same partition; each partition has at most one
 //!   produce in flight, and its events are sent in sequence order. When a partition's batch
-//!   fails, the next round starts again from the oldest pending event (the cursor resets only
-//!   after the outstanding ack finished), so a later event of that partition can never overtake
-//!   an earlier one.
+//!   fails, the next round starts again from the oldest pending event, so a later event of that
+//!   partition can never overtake an earlier one.
 //! * **Nothing blocks forever.** Every sink call runs under `request_timeout`; a timed-out or
 //!   failed round backs off (capped exponential, jittered) and counts towards the circuit
 //!   breaker, which stops calls while open and lets one probe through after the cool-down.

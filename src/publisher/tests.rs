@@ -146,7 +146,6 @@ async fn drain_all(r: &mut Rig) -> Vec<Round> {
         }
         rounds.push(round);
     }
-    r.drainer.settle_ack().await.unwrap();
     rounds
 }
 
