@@ -89,7 +89,11 @@ mod tests {
     async fn each_file_is_served_with_its_content_type() {
         for (path, body, kind) in [
             ("/", INDEX_HTML, "text/html; charset=utf-8"),
-            ("/dashboard/app.js", APP_JS, "text/javascript; charset=utf-8"),
+            (
+                "/dashboard/app.js",
+                APP_JS,
+                "text/javascript; charset=utf-8",
+            ),
             ("/dashboard/app.css", APP_CSS, "text/css; charset=utf-8"),
         ] {
             let res = get(path).await;
@@ -123,7 +127,13 @@ mod tests {
         for file in [INDEX_HTML, APP_JS, APP_CSS] {
             // The SVG namespace is a name, not a place the browser goes to.
             let file = file.replace("http://www.w3.org/2000/svg", "");
-            for external in ["http://", "https://", "//cdn", "@import", "fonts.googleapis"] {
+            for external in [
+                "http://",
+                "https://",
+                "//cdn",
+                "@import",
+                "fonts.googleapis",
+            ] {
                 assert!(!file.contains(external), "{external} in a dashboard file");
             }
         }
@@ -134,7 +144,12 @@ mod tests {
 
     #[test]
     fn the_script_never_writes_html_from_strings() {
-        for forbidden in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
+        for forbidden in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
             assert!(!APP_JS.contains(forbidden), "{forbidden} in app.js");
         }
     }

@@ -72,7 +72,11 @@
 
   // ---------- formatting ----------
 
-  const short = (id) => (typeof id === 'string' ? id.slice(0, 8) : '?');
+  // Ids are shown by their tail: UUIDv7 route ids share their leading (time) digits.
+  const short = (id) => {
+    if (typeof id !== 'string') return '?';
+    return id.length > 12 ? `…${id.slice(-8)}` : id;
+  };
   const num = (n) => (typeof n === 'number' && Number.isFinite(n) ? n : null);
   const fmtInt = (n) => (num(n) === null ? '–' : Math.round(n).toLocaleString());
 
@@ -344,6 +348,10 @@
     const old = state.vehicles.get(vehicleId);
     if (old && Date.parse(old.timestamp) > Date.parse(fix.timestamp)) return false;
     state.vehicles.set(vehicleId, fix);
+    // The vehicle left the route it was drawn on: take it off that map.
+    if (old && old.routeId && old.routeId !== fix.routeId && state.routes.has(old.routeId)) {
+      markDirty(old.routeId, false);
+    }
     state.sideDirty = true;
     return true;
   }
@@ -455,7 +463,7 @@
     const stops = route.optimizedStops;
     const done = stops.filter((s) => ['completed', 'skipped', 'failed'].includes(s.status)).length;
     const fix = state.vehicles.get(route.vehicleId);
-    const vehicle = fix && (fix.routeId === route.routeId || !fix.routeId) ? fix : null;
+    const vehicle = fix && fix.routeId === route.routeId ? fix : null;
     const delay = route.status === 'completed' ? null : fmtDelay(route.delaySeconds);
     const headingId = `route-${route.routeId}`;
     const meta = el('dl', { class: 'route-meta' },
