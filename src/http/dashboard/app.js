@@ -34,6 +34,7 @@
     retryTimer: 0,
     countdown: 0,
     reloading: null,
+    seen: null, // route ids the current replacing load has met
     dirty: new Map(), // routeId -> flash the card
     sideDirty: false,
     frame: 0,
@@ -162,8 +163,14 @@
     await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   }
 
-  function loadState() {
-    if (state.reloading) return state.reloading;
+  // Load the newest routes over REST. With `replace` (after a reset: the stream could not be
+  // replayed, so what the page holds may be stale in any way) routes that neither the REST
+  // answer nor the live stream mentioned during the load are dropped.
+  function loadState(replace) {
+    if (state.reloading) {
+      return replace ? state.reloading.then(() => loadState(true)) : state.reloading;
+    }
+    state.seen = replace ? new Set() : null;
     state.reloading = (async () => {
       try {
         const list = await api(`/traffic/routes?limit=${LIST_LIMIT}`);
@@ -176,16 +183,32 @@
           const r = await api(`/traffic/routes/${encodeURIComponent(id)}`);
           if (r.ok) putRoute(r.body, false);
         });
+        if (state.seen) dropUnseen(state.seen);
         notice('rest', null);
       } catch (e) {
         notice('rest', `Cannot reach the gateway: ${e.message}`);
       } finally {
         state.reloading = null;
+        state.seen = null;
         state.sideDirty = true;
         schedule();
       }
     })();
     return state.reloading;
+  }
+
+  function dropUnseen(seen) {
+    for (const id of [...state.routes.keys()]) {
+      if (seen.has(id)) continue;
+      state.routes.delete(id);
+      const card = state.cards.get(id);
+      if (card) card.remove();
+      state.cards.delete(id);
+    }
+    for (const [vid, fix] of [...state.vehicles]) {
+      if (!fix.routeId || !state.routes.has(fix.routeId)) state.vehicles.delete(vid);
+    }
+    $('routes-empty').hidden = state.routes.size > 0;
   }
 
   async function pollHealth() {
@@ -319,7 +342,7 @@
         break;
       case 'reset':
         activity(`Stream reset (${data.reason || 'no reason'}): reloading routes`, msg.time);
-        loadState();
+        loadState(true);
         break;
       case 'lagged':
         state.lagged = true;
@@ -335,6 +358,7 @@
 
   function putRoute(route, live) {
     if (!route || typeof route.routeId !== 'string' || !Array.isArray(route.optimizedStops)) return;
+    if (state.seen) state.seen.add(route.routeId);
     const old = state.routes.get(route.routeId);
     if (old && Date.parse(old.updatedAt) > Date.parse(route.updatedAt)) return;
     if (old && route.delaySeconds === undefined) route.delaySeconds = old.delaySeconds;
