@@ -63,7 +63,7 @@ fn build() -> Result<Browser, String> {
         .split('.')
         .next()
         .and_then(|m| m.parse::<u32>().ok());
-    if !major.is_some_and(|m| m >= 20) {
+    if major.is_none_or(|m| m < 20) {
         return Err(format!(
             "browser test: `node --version` printed {printed:?}; playwright-core needs Node.js \
              20+. Install {NODE_ADVICE}."
