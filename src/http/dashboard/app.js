@@ -16,7 +16,7 @@
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 10000;
   const FIRST_HELLO_WAIT_MS = 2000; // load over REST anyway if the stream does not open
-  const STOP_ROWS = 25; // table rows per route around the next stop (the map shows all)
+  const STOP_ROWS = 12; // table rows per route around the next stop (the map shows all)
   const ACTIVITY_MAX = 40;
   const POSITION_LOG_EVERY_MS = 15000; // one activity line per vehicle at most this often
 
