@@ -1,11 +1,11 @@
 //! The HTTP and WebSocket API (warp lives here and nowhere else).
 //!
 //! Routes are functions that return filters, one file per endpoint group ([`routes`],
-//! [`optimize`], [`positions`], [`status`], [`health`], [`openapi`]); handlers are plain async
-//! functions that get their state through cheap clones of the handles in [`Api`]. Every rejection
-//! ends in [`error::recover`], the one place where errors become responses. [`serve`] runs the
-//! server on a listener the caller bound (port 0 in tests) until the shutdown future resolves,
-//! then lets in-flight requests finish.
+//! [`optimize`], [`positions`], [`status`], [`health`], [`openapi`], [`dashboard`]); handlers
+//! are plain async functions that get their state through cheap clones of the handles in
+//! [`Api`]. Every rejection ends in [`error::recover`], the one place where errors become
+//! responses. [`serve`] runs the server on a listener the caller bound (port 0 in tests) until
+//! the shutdown future resolves, then lets in-flight requests finish.
 //!
 //! # A request's way through
 //!
@@ -25,6 +25,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod limits;
@@ -184,6 +185,8 @@ fn endpoints(api: &Api) -> BoxedFilter<(Response,)> {
         .or(ws::route(api.ws.clone(), api.tokens.clone()))
         .unify()
         .or(openapi::document())
+        .unify()
+        .or(dashboard::routes())
         .unify()
         .boxed()
         .or(optimize::optimize(api.clone()).boxed())

@@ -1,9 +1,10 @@
-//! The one integration test binary: every test that needs a socket, a child process or a real
-//! Kafka broker lives here, sharing one broker (see `harness::kafka`).
+//! The one integration test binary: every test that needs a socket, a child process, a browser
+//! or a real Kafka broker lives here, sharing one broker (see `harness::kafka`).
 
 mod harness;
 
 mod api;
+mod dashboard;
 mod delivery;
 mod gateway;
 mod kafka_harness;

@@ -4,6 +4,7 @@
     reason = "the harness offers helpers that only some test modules use"
 )]
 
+pub mod browser;
 #[allow(
     unsafe_code,
     reason = "signals and PR_SET_PDEATHSIG for child processes"
