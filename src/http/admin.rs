@@ -167,11 +167,9 @@ pub async fn requeue_all(outbox: &Outbox) -> Result<RequeueAll, queue::Error> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, queue::Error> + Send + 'static,
 ) -> Result<T, queue::Error> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(queue::Error::Storage(sled::Error::ReportableBug(
-            e.to_string(),
-        )))
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(e.into()))
 }
 
 fn json<T: Serialize>(v: &T) -> Response {

@@ -1,6 +1,6 @@
 //! The HTTP and WebSocket API (warp lives here and nowhere else).
 //!
-//! Routes are functions that return filters, one file per endpoint group ([`routes`],
+//! Routes are functions that return filters, one file per endpoint group ([`routes`](mod@routes),
 //! [`optimize`], [`positions`], [`status`], [`health`], [`openapi`], [`dashboard`]); handlers
 //! are plain async functions that get their state through cheap clones of the handles in
 //! [`Api`]. Every rejection ends in [`error::recover`], the one place where errors become

@@ -198,9 +198,7 @@ impl<S: EventSink> Drainer<S> {
             Some((after, handle)) if after == self.cursor => handle,
             _ => self.spawn_peek(self.cursor),
         };
-        let peeked = handle
-            .await
-            .map_err(|e| queue::Error::Storage(sled::Error::ReportableBug(e.to_string())))??;
+        let peeked = handle.await.map_err(queue::Error::from)??;
         Ok(peeked)
     }
 

@@ -15,14 +15,14 @@
 //! | `pending`      | seq                      | `[attempts u32 BE][stored bytes u32 BE]`        |
 //! | `dead_letters` | seq                      | [`codec::DeadLetterV1`] with the raw event      |
 //! | `route_events` | route id, `0x00`, seq    | empty: the audit-trail index                    |
-//! | `meta`         | `state`                  | counters and cursors ([`writer::MetaV1`])       |
+//! | `meta`         | `state`                  | counters and cursors (`writer::MetaV1`)         |
 //! | domain trees   | chosen by `store/`       | route records, written atomically with events   |
 //!
 //! The outbox is the `pending` index over the `events` log: an event's payload is written once.
 //!
 //! # Invariants
 //!
-//! * **One writer.** A single thread ([`writer`]) performs every mutation: appends, acks, retries,
+//! * **One writer.** A single thread (`writer`) performs every mutation: appends, acks, retries,
 //!   dead-lettering, pruning. It takes all requests waiting in its channel, plans them against the
 //!   current state, applies them in **one sled transaction**, and — in `strict` durability —
 //!   **flushes once** before answering any of them (group commit: 64 concurrent appends cost one
@@ -93,6 +93,9 @@ pub enum Error {
     Open { path: PathBuf, source: sled::Error },
     #[error("storage failure: {0}")]
     Storage(#[from] sled::Error),
+    /// A blocking storage task panicked or was cancelled.
+    #[error("storage task failed: {0}")]
+    Task(String),
     /// No dead letter with that sequence number.
     #[error("no dead letter {0}")]
     NoDeadLetter(u64),
@@ -211,6 +214,12 @@ struct Counters {
 const LIVE_CAPACITY: usize = 8192;
 /// Requests that may wait for the writer before `append` waits too (backpressure).
 const REQUEST_CAPACITY: usize = 16_384;
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Error {
+        Error::Task(e.to_string())
+    }
+}
 
 impl Outbox {
     /// Open (or create) the store at `path` with the given domain trees and start the writer.

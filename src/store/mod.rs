@@ -19,7 +19,7 @@
 //!   records *and* the event (`route.optimized`, `route.updated`, `vehicle.position`): both
 //!   commit in one sled transaction and are durable before the call returns, or neither exists.
 //! * **Compare-and-set, then retry.** A read-modify-write reads the current bytes, computes the
-//!   new record and appends with [`Expect::Equals`] (or [`Expect::Absent`]); when another writer
+//!   new record and appends with [`Expect::Equals`](crate::queue::Expect::Equals) (or [`Expect::Absent`](crate::queue::Expect::Absent)); when another writer
 //!   got there first the outbox answers [`queue::Error::Conflict`], nothing was written, and the
 //!   operation starts over from a fresh read ([`MAX_ATTEMPTS`] times, then [`Error::Busy`]).
 //! * **Indexes follow their route.** Index entries are written in the same append as the route
