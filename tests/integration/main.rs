@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod crash;
 mod dashboard;
 mod delivery;
 mod gateway;

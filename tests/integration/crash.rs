@@ -1,0 +1,143 @@
+//! `kill -9` of the gateway process under concurrent load: every event whose request was
+//! answered is in Kafka after a restart, and the duplicates stay within one drain round.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::DateTime;
+
+use crate::harness::gateway::ChildGateway;
+use crate::harness::kafka;
+
+const WRITERS: usize = 8;
+const FIXES_PER_REQUEST: usize = 5;
+const BATCH_MAX_RECORDS: usize = 200;
+/// The drain reads at most four requests' worth of events per round (`ROUND_REQUESTS`).
+const ROUND_MAX_EVENTS: usize = 4 * BATCH_MAX_RECORDS;
+
+/// `(vehicle id, fix timestamp in ms)`: unique per fix, so Kafka records can be matched to the
+/// requests that were acknowledged.
+type Fix = (String, i64);
+
+async fn writer(base: String, task: usize, acked: Arc<Mutex<Vec<Fix>>>) {
+    let client = reqwest::Client::new();
+    let vehicle = format!("veh-{task}");
+    let start = DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z").unwrap();
+    for i in 0.. {
+        let fixes: Vec<(serde_json::Value, i64)> = (0..FIXES_PER_REQUEST)
+            .map(|j| {
+                let ms = (task as i64) * 100_000_000 + (i * FIXES_PER_REQUEST + j) as i64;
+                let ts = start + chrono::Duration::milliseconds(ms);
+                let fix = serde_json::json!({
+                    "latitude": 40.7 + (j as f64) * 1e-4,
+                    "longitude": -74.0,
+                    "timestamp": ts.to_rfc3339(),
+                });
+                (fix, ts.timestamp_millis())
+            })
+            .collect();
+        let body: Vec<_> = fixes.iter().map(|(f, _)| f.clone()).collect();
+        let sent = client
+            .post(format!("{base}/traffic/vehicles/{vehicle}/positions"))
+            .json(&body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == 202 => acked
+                .lock()
+                .unwrap()
+                .extend(fixes.iter().map(|(_, ms)| (vehicle.clone(), *ms))),
+            Ok(r) => panic!("unexpected answer {}", r.status()),
+            Err(_) => return,
+        }
+    }
+}
+
+async fn wait_until_drained(gw: &ChildGateway) {
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        let h: serde_json::Value = match client
+            .get(gw.url("/traffic/routes/kafka-health"))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if h["queueDepth"] == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the restarted gateway did not drain its outbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_sigkill_under_load_loses_no_acknowledged_event() {
+    let cluster = kafka::shared().await;
+    let topic = kafka::unique_topic("crash");
+    let dir = tempfile::tempdir().unwrap();
+    let sets = [
+        ("kafka.brokers", cluster.bootstrap()),
+        ("kafka.topics.vehicle_position", topic.clone()),
+        ("kafka.topic_partitions", "3".to_string()),
+        ("kafka.batch_max_records", BATCH_MAX_RECORDS.to_string()),
+        ("kafka.request_timeout_ms", "5000".to_string()),
+        ("kafka.backoff_max_ms", "1000".to_string()),
+    ];
+    let mut gw = ChildGateway::spawn(dir.path(), &sets).await;
+    let base = format!("http://{}", gw.addr);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|t| tokio::spawn(writer(base.clone(), t, acked.clone())))
+        .collect();
+    // Kill mid-stream: once Kafka holds some of the events and the writers are still going.
+    cluster
+        .wait_for_records(&topic, 200, Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.kill9();
+    for w in writers {
+        w.await.expect("writer task");
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 200,
+        "load ran: {} fixes acknowledged",
+        acked.len()
+    );
+
+    let gw = ChildGateway::spawn(dir.path(), &sets).await;
+    wait_until_drained(&gw).await;
+    let records = cluster.read_topic(&topic).await;
+    let mut seen: HashMap<Fix, usize> = HashMap::new();
+    for r in &records {
+        let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        let ts = DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
+        let key = (
+            v["vehicleId"].as_str().unwrap().to_string(),
+            ts.timestamp_millis(),
+        );
+        *seen.entry(key).or_default() += 1;
+    }
+    let lost: Vec<_> = acked.iter().filter(|f| !seen.contains_key(*f)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged fixes missing, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let duplicates: usize = seen.values().map(|c| c - 1).sum();
+    eprintln!(
+        "gateway SIGKILL: {} acknowledged, {} records in Kafka, {} duplicates",
+        acked.len(),
+        records.len(),
+        duplicates
+    );
+    assert!(
+        duplicates <= ROUND_MAX_EVENTS,
+        "{duplicates} duplicates: more than one drain round ({ROUND_MAX_EVENTS} events)"
+    );
+    drop(gw);
+}
