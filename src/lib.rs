@@ -5,22 +5,46 @@
 //! outbox that a background task drains to Apache Kafka. No acknowledged event is ever lost, and
 //! the HTTP side never fails or hangs because Kafka does.
 //!
+//! # Data flow
+//!
+//! ```text
+//!  HTTP request ──▶ http ──▶ store ──▶ optimize (pure, on a blocking thread)
+//!                             │
+//!                             ▼  one sled transaction: route record + event, fsync (group commit)
+//!                           queue ── events log ──▶ http::ws hub ──▶ WebSocket clients (resume by seq)
+//!                             │
+//!                             ▼  peek in seq order
+//!                         publisher ──▶ rskafka ──▶ Kafka (acks=all)
+//!                             │
+//!                             └── ack: removed from the outbox only now ── delivery status ──▶ kafka-health
+//! ```
+//!
 //! # Module map
 //!
 //! ```text
 //! main ─▶ cli ─▶ app ─▶ http ─▶ store ─▶ queue ─▶ events
-//!                  │             └─▶ optimize (pure)
-//!                  ├──▶ publisher ─▶ queue
+//!                  │     │       └─▶ optimize (pure)
+//!                  │     └─▶ delivery (read)
+//!                  ├──▶ publisher ─▶ queue, delivery (write)
 //!                  └──▶ config   (every module reads its own section)
 //! ```
 //!
-//! * [`app`] is the composition root; only it knows every module.
+//! `http` and `publisher` never import each other; they meet through [`queue`] and [`delivery`].
+//! Each external crate sits behind one boundary: warp in [`http`], sled in [`queue`] and
+//! [`store`], rskafka in [`publisher::kafka`]; [`optimize`] and [`events`] do no I/O. `.ci/run`
+//! checks these boundaries.
+//!
+//! * [`app`] is the composition root; only it knows every module, and it owns the shutdown order.
+//! * [`cli`] parses the command line: `serve`, `config` and the operator commands.
 //! * [`config`] holds the typed settings and their layers (defaults, file, `.env`, env, flags).
 //! * [`datadir`] owns the runtime directory and its lock.
-//! * [`http`] is the warp API; [`http::error`] is where errors become responses.
+//! * [`queue`] is the durable outbox and event log; [`events`] the event envelope.
+//! * [`publisher`] drains the outbox to Kafka; [`delivery`] is what it knows about Kafka.
 //! * [`store`] keeps routes and vehicles, written atomically with their events through [`queue`].
 //! * [`optimize`] is the pure route solver.
-//! * [`telemetry`] sets up `tracing`.
+//! * [`http`] is the warp API, WebSocket hub and dashboard; [`http::error`] is where errors
+//!   become responses.
+//! * [`metrics`] names every metric; [`telemetry`] sets up `tracing`.
 
 pub mod app;
 pub mod cli;
