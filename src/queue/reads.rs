@@ -88,6 +88,7 @@ impl Shared {
             .durable_seq
             .store(m.next_seq.saturating_sub(1), Ordering::SeqCst);
         for e in events {
+            crate::metrics::events_enqueued(&e.kind, 1);
             let _no_subscribers = self.live.send(e.clone());
         }
         if !events.is_empty() {
