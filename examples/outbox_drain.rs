@@ -14,7 +14,8 @@
 //! 4. Runs `ProducerPerformance` with the same record count and size, `acks=all`, the same
 //!    compression, on a topic with the same partitions.
 //!
-//! Both sides use `compression none` by default (`--compression lz4` to compare with it), and
+//! `--gateway-set key=value` passes a configuration override to the gateway. Both sides use
+//! `compression none` by default (`--compression lz4` to compare with it), and
 //! the values are random hex so compression cannot flatter either side.
 
 #[path = "../tests/integration/harness/kafka/mod.rs"]
@@ -38,6 +39,15 @@ fn arg(name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Extra `--gateway-set key=value` options, passed to the gateway as `--set key=value`.
+fn gateway_sets() -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .filter(|w| w[0] == "--gateway-set")
+        .map(|w| w[1].clone())
+        .collect()
 }
 
 /// The release gateway binary next to this example (`target/release/routegate`).
@@ -131,6 +141,7 @@ async fn start_gateway(
         .args(["--set", &format!("kafka.brokers={bootstrap}")])
         .args(["--set", &format!("kafka.compression={compression}")])
         .args(["--set", &format!("kafka.topic_partitions={PARTITIONS}")])
+        .args(gateway_sets().iter().flat_map(|kv| ["--set", kv.as_str()]))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
