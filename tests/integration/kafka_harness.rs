@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use rskafka::BackoffConfig;
@@ -47,6 +47,13 @@ async fn plain_client(cluster: &KafkaCluster, topic: &str, partition: i32) -> Pa
 
 fn split(bootstrap: &str) -> Vec<String> {
     bootstrap.split(',').map(str::to_owned).collect()
+}
+
+/// A timestamp `n` ms after the test binary started. Records must carry recent timestamps: the
+/// harness broker's time retention would otherwise delete them before a test reads them back.
+fn recent(n: i64) -> i64 {
+    static BASE: LazyLock<i64> = LazyLock::new(|| Utc::now().timestamp_millis());
+    *BASE + n
 }
 
 fn at(ms: i64) -> DateTime<Utc> {
@@ -95,7 +102,7 @@ fn values(records: &[ConsumedRecord]) -> Vec<&[u8]> {
 fn plain_records(values: &[&str]) -> Vec<Record> {
     values
         .iter()
-        .map(|v| record(None, Some(v.as_bytes()), &[], 1_700_000_000_000))
+        .map(|v| record(None, Some(v.as_bytes()), &[], recent(0)))
         .collect()
 }
 
@@ -116,17 +123,12 @@ async fn records_produced_with_rskafka_are_read_back_byte_identical_by_the_indep
                     Some(b"k1"),
                     Some(not_utf8),
                     &[("trace", b"t-1"), ("bin", not_utf8)],
-                    1_700_000_000_001,
+                    recent(1),
                 ),
-                record(None, Some(b"no key"), &[], 1_700_000_000_002),
-                record(Some(not_utf8), None, &[("empty", b"")], 1_700_000_000_003),
-                record(Some(b""), Some(b""), &[], 1_700_000_000_004),
-                record(
-                    Some(b"k1"),
-                    Some(not_utf8),
-                    &[("trace", b"t-1")],
-                    1_700_000_000_005,
-                ),
+                record(None, Some(b"no key"), &[], recent(2)),
+                record(Some(not_utf8), None, &[("empty", b"")], recent(3)),
+                record(Some(b""), Some(b""), &[], recent(4)),
+                record(Some(b"k1"), Some(not_utf8), &[("trace", b"t-1")], recent(5)),
             ],
         ),
         (
