@@ -432,16 +432,19 @@ async fn dropping_a_cluster_leaves_no_jvm_of_it_running() {
 
 const WATCHDOG_CHILD_ENV: &str = "ROUTEGATE_HARNESS_WATCHDOG_CHILD";
 
-/// Re-runs this test binary as a child that starts a cluster; SIGKILLs the child; the
-/// cluster's JVMs must halt on their own (their stdin pipe closes), no Drop involved.
+/// Re-runs this test binary, for this test only, as a child that starts a cluster (the
+/// variable tells the two roles apart); SIGKILLs the child; the cluster's JVMs must halt on
+/// their own (their stdin pipe closes), no Drop involved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jvms_halt_when_the_test_process_that_started_them_is_killed() {
+    if std::env::var_os(WATCHDOG_CHILD_ENV).is_some() {
+        return watchdog_child().await;
+    }
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut child = Command::new(exe)
         .args([
-            "kafka_harness::watchdog_child",
+            "kafka_harness::jvms_halt_when_the_test_process_that_started_them_is_killed",
             "--exact",
-            "--ignored",
             "--nocapture",
         ])
         .env(WATCHDOG_CHILD_ENV, "1")
@@ -478,13 +481,8 @@ async fn jvms_halt_when_the_test_process_that_started_them_is_killed() {
     }
 }
 
-/// Helper process of the test above, not a test of its own: it only runs with the variable set.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "helper process of jvms_halt_when_the_test_process_that_started_them_is_killed"]
+/// The child's side of the test above: start a cluster, report its JVMs, wait to be killed.
 async fn watchdog_child() {
-    if std::env::var_os(WATCHDOG_CHILD_ENV).is_none() {
-        return;
-    }
     let cluster = KafkaCluster::single().await;
     let pids: Vec<String> = cluster.pids().iter().map(u32::to_string).collect();
     println!("JVM PIDS {}", pids.join(" "));
