@@ -43,6 +43,17 @@ fn route_of(origin: usize, inner: impl IntoIterator<Item = usize>, target: usize
     route
 }
 
+/// The indices of the set bits of `set`, lowest first.
+fn bits(mut set: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (set != 0).then(|| {
+            let bit = set.trailing_zeros() as usize;
+            set &= set - 1;
+            bit
+        })
+    })
+}
+
 /// Cheapest route from `origin` through all of `free` to `target`, by cost alone.
 pub(crate) fn held_karp(
     cost: &SquareMatrix,
@@ -60,23 +71,30 @@ pub(crate) fn held_karp(
         };
     }
     let full = (1usize << k) - 1;
+    // The free nodes' own k × k matrix, row-major: the inner loop below runs 2^k · k² times, and
+    // a dense local copy keeps it free of the big matrix's index arithmetic.
+    let local: Vec<f64> = free
+        .iter()
+        .flat_map(|&a| free.iter().map(move |&b| cost.get(a, b)))
+        .collect();
     let mut best = vec![f64::INFINITY; (full + 1) * k];
     let mut parent = vec![u8::MAX; (full + 1) * k];
     for (j, &v) in free.iter().enumerate() {
         best[(1 << j) * k + j] = cost.get(origin, v);
     }
     for set in 1..=full {
-        for j in (0..k).filter(|j| set & (1 << j) != 0) {
+        for j in bits(set) {
             let here = best[set * k + j];
             if !here.is_finite() {
                 continue;
             }
-            for v in (0..k).filter(|v| set & (1 << v) == 0) {
-                let next = set | (1 << v);
-                let candidate = here + cost.get(free[j], free[v]);
-                if candidate < best[next * k + v] {
-                    best[next * k + v] = candidate;
-                    parent[next * k + v] = j as u8;
+            let row = &local[j * k..(j + 1) * k];
+            for v in bits(full & !set) {
+                let at = (set | (1 << v)) * k + v;
+                let candidate = here + row[v];
+                if candidate < best[at] {
+                    best[at] = candidate;
+                    parent[at] = j as u8;
                 }
             }
         }
