@@ -38,6 +38,13 @@ impl Access {
                 token: settings.http.api_tokens.first().cloned(),
             });
         }
+        // A mistyped path must not quietly become a fresh, empty queue.
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "no data directory at {}: pass the --data-dir the gateway runs with",
+                dir.display()
+            );
+        }
         let owned = DataDir::acquire(dir)?;
         let (path, storage) = (owned.db_path(), settings.storage.clone());
         let outbox = tokio::task::spawn_blocking(move || Outbox::open(&path, &storage, &[]))

@@ -168,6 +168,17 @@ async fn with_no_gateway_running_the_cli_reads_the_directory_and_exports_every_p
     again.stop().await;
 }
 
+#[test]
+fn a_mistyped_data_directory_is_an_error_not_a_new_empty_queue() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("no-such-dir");
+    let out = cli(&missing, &["queue", "stats"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no data directory at"), "{stderr}");
+    assert!(!missing.exists(), "the CLI created {}", missing.display());
+}
+
 #[tokio::test]
 async fn kafka_check_lists_topics_of_a_live_broker_and_explains_a_dead_one() {
     let cluster = kafka::shared().await;
