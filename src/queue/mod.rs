@@ -61,6 +61,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
@@ -221,21 +222,43 @@ impl From<tokio::task::JoinError> for Error {
     }
 }
 
-impl Outbox {
-    /// Open (or create) the store at `path` with the given domain trees and start the writer.
-    pub fn open(path: &Path, config: &StorageConfig, domain: &[&'static str]) -> Result<Outbox> {
-        let db = sled::Config::new()
+/// How long [`open_db`] waits for a previous instance's file lock in this process.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Open sled, waiting a little for the database's file lock. The data directory's own lock
+/// already keeps other processes out, so a busy sled lock can only be a previous `Outbox` of this
+/// process whose sled background threads still hold the file for a moment after it shut down
+/// (a restart within one process, as tests and the CLI do).
+fn open_db(path: &Path, config: &StorageConfig) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let result = sled::Config::new()
             .path(path)
             .cache_capacity(config.cache_capacity_bytes)
             .flush_every_ms(match config.durability {
                 Durability::Strict => None,
                 Durability::Interval => Some(config.flush_interval_ms),
             })
-            .open()
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .open();
+        match result {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Outbox {
+    /// Open (or create) the store at `path` with the given domain trees and start the writer.
+    pub fn open(path: &Path, config: &StorageConfig, domain: &[&'static str]) -> Result<Outbox> {
+        let db = open_db(path, config).map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let tree = |name: &str| db.open_tree(name);
         let trees = Trees {
             events: tree("events")?,

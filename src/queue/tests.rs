@@ -77,6 +77,16 @@ async fn sequence_keeps_rising_across_restarts_and_a_lost_meta_state_is_recounte
     outbox.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_right_after_shutdown_waits_for_the_previous_instances_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in 1..=30u64 {
+        let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).expect("reopen");
+        assert_eq!(append(&outbox, vec![ev(None, 0)]).await[0].seq, n);
+        outbox.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn a_record_and_its_event_commit_together_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
