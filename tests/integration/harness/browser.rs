@@ -17,11 +17,13 @@
 //! A missing `node` (20+), `npm` or `chromium` panics with what to install: a browser test that
 //! did not run is not a pass.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Instant;
+
+pub(crate) use super::kafka::install::target_dir;
+use super::kafka::install::{ensure_dir, fnv1a, with_install_lock};
 
 /// Everything needed to run a script of `tests/browser/`.
 #[derive(Debug)]
@@ -91,7 +93,7 @@ fn build() -> Result<Browser, String> {
     }
     let stamp = format!("{:016x}", fnv1a(&manifest));
     let modules = home.join("modules");
-    with_lock(&home, || {
+    with_install_lock(&home, || {
         ensure_dir(&modules, &stamp, |tmp| npm_ci(&src, tmp))
     })?;
     Ok(Browser {
@@ -126,52 +128,6 @@ fn npm_ci(src: &Path, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `f` while holding `<home>/install.lock`, released when the file is closed.
-fn with_lock<T>(home: &Path, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    let path = home.join("install.lock");
-    let lock = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
-    let result = f();
-    drop(lock);
-    result
-}
-
-/// Makes sure `dir` holds the output of `make` for `stamp`; rebuilds it otherwise. Under the
-/// lock, any `<dir>.tmp-*` is left over from a killed build and is removed first.
-fn ensure_dir(
-    dir: &Path,
-    stamp: &str,
-    make: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<(), String> {
-    if fs::read_to_string(dir.join(".stamp")).is_ok_and(|s| s == stamp) {
-        return Ok(());
-    }
-    let started = Instant::now();
-    let (parent, name) = (dir.parent().expect("a parent"), dir.file_name().unwrap());
-    let prefix = format!("{}.tmp-", name.to_string_lossy());
-    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-    fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    if let Err(message) = make(&tmp) {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(message);
-    }
-    fs::write(tmp.join(".stamp"), stamp).map_err(|e| format!("cannot write a stamp: {e}"))?;
-    let _ = fs::remove_dir_all(dir);
-    fs::rename(&tmp, dir).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
-    eprintln!(
-        "browser test: installed {} in {:.1?}",
-        dir.display(),
-        started.elapsed()
-    );
-    Ok(())
-}
-
 /// Runs `<tool> --version`; a missing tool becomes an error that says what to install.
 fn version_of(tool: &Path, advice: &str) -> Result<String, String> {
     match Command::new(tool).arg("--version").output() {
@@ -187,27 +143,4 @@ fn version_of(tool: &Path, advice: &str) -> Result<String, String> {
             tool.display()
         )),
     }
-}
-
-/// Cargo's target directory: the ancestor of this test binary that holds `CACHEDIR.TAG`, else
-/// `CARGO_TARGET_DIR`, else `<manifest>/target`.
-pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().ok();
-    if let Some(dir) = exe.as_deref().and_then(|exe| {
-        exe.ancestors()
-            .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-    }) {
-        return dir.to_path_buf();
-    }
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-    }
-}
-
-/// FNV-1a: a stable hash for the stamp.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

@@ -122,7 +122,7 @@ pub(crate) fn ensure_dir(
     let _ = fs::remove_dir_all(dir);
     fs::rename(&tmp, dir).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
     eprintln!(
-        "kafka harness: built {} in {:.1?}",
+        "test harness: built {} in {:.1?}",
         dir.display(),
         started.elapsed()
     );

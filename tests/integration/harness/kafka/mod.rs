@@ -61,7 +61,8 @@ mod addresses;
 mod admin;
 mod cluster;
 mod config;
-mod install;
+/// Shared with the browser harness: stamped, lock-guarded caches under `target/`.
+pub(crate) mod install;
 mod nodes;
 mod process;
 mod tls;
