@@ -302,18 +302,27 @@ impl Outbox {
 
     /// Kafka acknowledged these events: remove them from the outbox.
     pub async fn ack(&self, seqs: Vec<u64>) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
         self.request(|reply| writer::Request::Ack { seqs, reply })
             .await?
     }
 
     /// A publish attempt for these events failed: count it.
     pub async fn record_failure(&self, seqs: Vec<u64>) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
         self.request(|reply| writer::Request::Failed { seqs, reply })
             .await?
     }
 
     /// Move events out of the outbox into the dead-letter tree, each with its reason.
     pub async fn dead_letter(&self, items: Vec<(u64, String)>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
         self.request(|reply| writer::Request::DeadLetter { items, reply })
             .await?
     }
