@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -372,8 +371,7 @@ impl<'a> Plan<'a> {
             TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
         })?;
         if self.shared.config.durability == Durability::Strict {
-            self.shared.db.flush()?;
-            self.shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
+            self.shared.make_stable()?;
         }
         Ok(Committed {
             meta: self.meta,

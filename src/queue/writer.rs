@@ -86,9 +86,35 @@ pub(super) fn start(
         .counters
         .durable_seq
         .store(meta.next_seq.saturating_sub(1), Ordering::SeqCst);
+    if shared.config.durability == Durability::Interval {
+        start_interval_sync(&shared)?;
+    }
     std::thread::Builder::new()
         .name("routegate-outbox-writer".into())
         .spawn(move || run(shared, rx, meta))
+        .map_err(|e| Error::Storage(sled::Error::Io(e)))
+}
+
+/// `interval` durability: flush and sync every `flush_interval_ms` on a thread of its own. It
+/// holds only a weak handle, so it never keeps a closed database open, and stops with the writer.
+fn start_interval_sync(shared: &Arc<Shared>) -> Result<()> {
+    let weak = Arc::downgrade(shared);
+    let every = Duration::from_millis(shared.config.flush_interval_ms);
+    std::thread::Builder::new()
+        .name("routegate-outbox-sync".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(shared) = weak.upgrade() else { break };
+                if !shared.writer_alive.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Err(e) = shared.make_stable() {
+                    tracing::error!(cause = %e, "periodic outbox flush failed");
+                }
+            }
+        })
+        .map(drop)
         .map_err(|e| Error::Storage(sled::Error::Io(e)))
 }
 
@@ -186,7 +212,7 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
     while let Ok(req) = rx.try_recv() {
         Answer::closed(req);
     }
-    if let Err(e) = shared.db.flush() {
+    if let Err(e) = shared.make_stable() {
         tracing::error!(cause = %e, "final outbox flush failed");
     }
     shared.writer_alive.store(false, Ordering::SeqCst);
