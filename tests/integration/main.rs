@@ -10,4 +10,5 @@ mod delivery;
 mod gateway;
 mod kafka_harness;
 mod operator;
+mod power_cut;
 mod ws;

@@ -11,3 +11,4 @@ pub mod browser;
 )]
 pub mod gateway;
 pub mod kafka;
+pub mod lazyfs;
