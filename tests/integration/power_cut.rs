@@ -23,6 +23,13 @@ use crate::harness::lazyfs::LazyFs;
 const TRIALS: usize = 10;
 const WRITERS: usize = 8;
 const FIXES_PER_REQUEST: usize = 5;
+const BATCH_MAX_RECORDS: usize = 200;
+/// The drain reads at most four requests' worth of events per round (`ROUND_REQUESTS`), as in
+/// `crash.rs`.
+const ROUND_MAX_EVENTS: usize = 4 * BATCH_MAX_RECORDS;
+/// Each power cut re-sends at most the round in flight; one more for a produce that timed out
+/// on our side after the broker had stored it, which the drain sends again.
+const MAX_DUPLICATES: usize = (TRIALS + 1) * ROUND_MAX_EVENTS;
 /// How long the load runs before the power fails, in ms (drawn per trial).
 const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 300..=1500;
 
@@ -173,7 +180,7 @@ async fn power_cuts_under_load_lose_no_acknowledged_event() {
         ("kafka.brokers", cluster.bootstrap()),
         ("kafka.topics.vehicle_position", topic.clone()),
         ("kafka.topic_partitions", "3".to_string()),
-        ("kafka.batch_max_records", "200".to_string()),
+        ("kafka.batch_max_records", BATCH_MAX_RECORDS.to_string()),
         ("kafka.request_timeout_ms", "5000".to_string()),
         ("kafka.backoff_max_ms", "1000".to_string()),
     ];
@@ -255,10 +262,15 @@ async fn power_cuts_under_load_lose_no_acknowledged_event() {
     for (_, ms) in &lost {
         lost_per_trial[((ms - base_ms) / 10_000_000) as usize] += 1;
     }
-    let duplicates: usize = seen.values().map(|c| c - 1).sum();
+    let mut duplicates_per_trial = vec![0; TRIALS];
+    for ((_, ms), count) in &seen {
+        duplicates_per_trial[((ms - base_ms) / 10_000_000) as usize] += count - 1;
+    }
+    let duplicates: usize = duplicates_per_trial.iter().sum();
     eprintln!(
         "power cuts: {} acknowledged, {} records in Kafka, {} duplicates, {} lost; acknowledged \
-         per trial {per_trial:?}, lost per trial {lost_per_trial:?}; {:.0?} in all",
+         per trial {per_trial:?}, lost per trial {lost_per_trial:?}, duplicates by the trial \
+         that wrote them {duplicates_per_trial:?}; {:.0?} in all",
         acked.len(),
         records.len(),
         duplicates,
@@ -272,6 +284,15 @@ async fn power_cuts_under_load_lose_no_acknowledged_event() {
         lost.len(),
         acked.len(),
         &lost[..lost.len().min(5)]
+    );
+    assert!(
+        duplicates <= MAX_DUPLICATES,
+        "{duplicates} duplicates after {TRIALS} power cuts (by the trial that wrote them \
+         {duplicates_per_trial:?}): more than {MAX_DUPLICATES}, i.e. ({TRIALS} cuts + 1) × one \
+         drain round ({ROUND_MAX_EVENTS} events). The drain makes a round's ack durable before \
+         it produces the next round, so a cut can lose at most the ack of the round in flight \
+         and re-send that one round; more means acks are lost beyond the round in flight (an \
+         ack not fsynced before the next produce, or a cursor that goes back further)"
     );
     drop(gw);
 }
