@@ -44,6 +44,10 @@ pub enum AppError {
     DataDir(#[from] DataDirError),
     #[error(transparent)]
     Storage(#[from] queue::Error),
+    /// Storage failed while serving; the gateway stopped so that a restart (its service
+    /// manager's) reopens the store.
+    #[error("stopped because storage failed: {0}")]
+    StorageFailed(String),
     #[error("kafka configuration: {0}")]
     Kafka(#[from] publisher::kafka::Error),
     #[error(transparent)]
@@ -130,13 +134,20 @@ impl App {
         let lifecycle = Arc::new(Lifecycle::default());
         let delivery = Arc::new(delivery::Status::default());
         let stop_drain = CancellationToken::new();
-        let drainer = Drainer::new(
-            outbox.clone(),
-            sink,
-            DrainConfig::from(&settings.kafka),
-            delivery.clone(),
-        );
-        let drain = tokio::spawn(drainer.run(stop_drain.clone()));
+        let drain = {
+            let (outbox, status, cfg) = (
+                outbox.clone(),
+                delivery.clone(),
+                DrainConfig::from(&settings.kafka),
+            );
+            let make =
+                move || Drainer::new(outbox.clone(), sink.clone(), cfg.clone(), status.clone());
+            tokio::spawn(publisher::supervise(
+                make,
+                delivery.clone(),
+                stop_drain.clone(),
+            ))
+        };
         let hub = ws::Hub::start(
             outbox.clone(),
             delivery.clone(),
@@ -167,11 +178,21 @@ impl App {
         }
         tracing::info!(addr = %local_addr, data_dir = %data_dir.path().display(), "routegate listening");
 
+        let mut storage_failure = outbox.watch_failure();
+        let failed = Arc::new(std::sync::Mutex::new(None::<String>));
         let shutdown = {
-            let lifecycle = lifecycle.clone();
+            let (lifecycle, failed) = (lifecycle.clone(), failed.clone());
             async move {
-                shutdown.await;
-                tracing::info!("shutdown requested: no new requests, finishing in-flight ones");
+                tokio::select! {
+                    () = shutdown => {
+                        tracing::info!("shutdown requested: no new requests, finishing in-flight ones");
+                    }
+                    Ok(reason) = storage_failure.wait_for(Option::is_some) => {
+                        let reason = reason.clone().unwrap_or_default();
+                        tracing::error!(reason = %reason, "storage failed: stopping so that a restart reopens it");
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                    }
+                }
                 lifecycle.begin_shutdown();
             }
         };
@@ -190,16 +211,17 @@ impl App {
         }
 
         stop_drain.cancel();
-        match drain.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(cause = %e, "publisher stopped with an error"),
-            Err(e) => tracing::error!(cause = %e, "publisher task failed"),
+        if let Err(e) = drain.await {
+            tracing::error!(cause = %e, "publisher supervisor failed");
         }
         outbox.shutdown().await;
         let left = outbox.stats().pending_events;
         data_dir.retract_address();
         tracing::info!(queued = left, "routegate stopped");
-        Ok(())
+        match failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(reason) => Err(AppError::StorageFailed(reason)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -44,6 +44,11 @@ pub struct Snapshot {
     pub published_total: u64,
     pub retried_total: u64,
     pub dead_lettered_total: u64,
+    /// Why the drain is not running right now (a storage error it is backing off from), or
+    /// `None` while it runs.
+    pub stalled: Option<String>,
+    /// Times the drain restarted after an error or a panic.
+    pub restarts: u64,
 }
 
 /// The state live clients are told about when it changes (`kafka.status`).
@@ -73,6 +78,8 @@ impl Default for Status {
             published_total: 0,
             retried_total: 0,
             dead_lettered_total: 0,
+            stalled: None,
+            restarts: 0,
         };
         let (changes, _) = watch::channel(Connectivity {
             circuit: Circuit::Closed,
@@ -112,6 +119,22 @@ impl Status {
         s.consecutive_failures += 1;
         s.retried_total += retried;
         self.set_circuit(&mut s, circuit, false);
+    }
+
+    /// The drain stopped on an error and restarts after a pause.
+    pub fn stalled(&self, reason: &str) {
+        let mut s = self.lock();
+        s.stalled = Some(reason.to_string());
+        s.restarts += 1;
+        metrics::drain_restarted();
+    }
+
+    /// The drain completed a round again after a stall.
+    pub fn unstalled(&self) {
+        let mut s = self.lock();
+        if s.stalled.take().is_some() {
+            tracing::info!("the drain runs again");
+        }
     }
 
     pub fn dead_lettered(&self, n: u64) {

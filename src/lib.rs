@@ -44,6 +44,7 @@
 //! * [`optimize`] is the pure route solver.
 //! * [`http`] is the warp API, WebSocket hub and dashboard; [`http::error`] is where errors
 //!   become responses.
+//! * [`faults`] holds the fault injection points that tests switch on (inert in release builds).
 //! * [`metrics`] names every metric; [`telemetry`] sets up `tracing`.
 
 pub mod app;
@@ -52,6 +53,7 @@ pub mod config;
 pub mod datadir;
 pub mod delivery;
 pub mod events;
+pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod optimize;

@@ -55,8 +55,15 @@ pub fn events_enqueued(kind: &str, n: u64) {
     counter!("routegate_outbox_enqueued_total", "type" => kind.to_string()).increment(n);
 }
 
-pub fn outbox_full() {
-    counter!("routegate_outbox_rejected_total", "reason" => "quota").increment(1);
+/// An append refused: `quota` (the configured limits), `disk` (the free-space reserve) or
+/// `failed` (storage failed and waits for a restart).
+pub fn outbox_rejected(reason: &'static str) {
+    counter!("routegate_outbox_rejected_total", "reason" => reason).increment(1);
+}
+
+/// The drain stopped on an error (or a panic) and was restarted after a pause.
+pub fn drain_restarted() {
+    counter!("routegate_drain_restarts_total").increment(1);
 }
 
 pub fn published(n: u64, took: Duration) {

@@ -187,6 +187,7 @@ async fn kafka_check(settings: &crate::config::Settings, json: bool) -> anyhow::
 fn serve(layered: Layered) -> anyhow::Result<()> {
     let settings = layered.settings;
     telemetry::init(&settings.log);
+    let _faults = crate::faults::install_from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("routegate")

@@ -118,6 +118,10 @@ pub struct StorageConfig {
     pub max_queue_bytes: u64,
     /// Quota on the number of events waiting for Kafka.
     pub max_queue_events: u64,
+    /// Free space kept on the data directory's filesystem: appends that would eat into it are
+    /// refused (503), so acks and deletes always have room. 0 derives it: a quarter of the
+    /// filesystem, between 8 MiB and 1 GiB.
+    pub min_free_bytes: u64,
     /// sled page cache. Small on purpose: an edge box is shared with other services.
     pub cache_capacity_bytes: u64,
     /// Events already delivered stay in the local log this long (WebSocket resume, audit trail).
@@ -278,6 +282,7 @@ impl Default for Settings {
                 flush_interval_ms: 200,
                 max_queue_bytes: 2 * 1024 * MIB,
                 max_queue_events: 2_000_000,
+                min_free_bytes: 0,
                 cache_capacity_bytes: 64 * MIB,
                 log_retention_ms: 24 * 3600 * 1000,
                 log_retention_bytes: 256 * MIB,

@@ -192,7 +192,16 @@ pub fn routes(
         .and(warp::path!("queue" / "stats"))
         .and(warp::get())
         .and(with())
-        .map(move |o: Outbox| json(&QueueStats::collect(&o, Some(delivery.snapshot()))));
+        .then(move |o: Outbox| {
+            let snapshot = delivery.snapshot();
+            async move {
+                // Reads sled and walks the data directory: off the async workers.
+                match blocking(move || Ok(QueueStats::collect(&o, Some(snapshot)))).await {
+                    Ok(stats) => json(&stats),
+                    Err(e) => ApiError::from(e).into_response(),
+                }
+            }
+        });
     let pending = admin
         .clone()
         .and(warp::path!("queue" / "pending"))

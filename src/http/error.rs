@@ -211,9 +211,23 @@ impl From<crate::queue::Error> for ApiError {
         use crate::queue::Error as Q;
         match e {
             Q::QuotaExceeded { .. } => {
-                metrics::outbox_full();
+                metrics::outbox_rejected("quota");
                 ApiError::Unavailable {
                     message: format!("{e}; nothing was written, retry later"),
+                    retry_after_secs: QUOTA_RETRY_AFTER_SECS,
+                }
+            }
+            Q::DiskFull { .. } => {
+                metrics::outbox_rejected("disk");
+                ApiError::Unavailable {
+                    message: format!("{e}; nothing was written, retry later"),
+                    retry_after_secs: QUOTA_RETRY_AFTER_SECS,
+                }
+            }
+            Q::Failed(reason) => {
+                metrics::outbox_rejected("failed");
+                ApiError::Unavailable {
+                    message: format!("{reason}; nothing was written"),
                     retry_after_secs: QUOTA_RETRY_AFTER_SECS,
                 }
             }

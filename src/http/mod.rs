@@ -163,12 +163,9 @@ pub fn check_cors(origins: &[String]) -> Result<(), CorsError> {
 
 fn endpoints(api: &Api) -> BoxedFilter<(Response,)> {
     let outbox = api.outbox.clone();
-    let storage: Check = Arc::new(move || {
-        if outbox.is_healthy() {
-            Ok(())
-        } else {
-            Err("the outbox writer stopped".into())
-        }
+    let storage: Check = Arc::new(move || match outbox.failure() {
+        None => Ok(()),
+        Some(reason) => Err(reason),
     });
     let kafka = status::kafka_health(api.outbox.clone(), api.delivery.clone(), guard(api));
     health::routes(api.lifecycle.clone(), storage)

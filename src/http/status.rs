@@ -54,7 +54,27 @@ pub fn assess(d: &Snapshot, q: &Stats, now: DateTime<Utc>) -> KafkaHealth {
         _ => false,
     };
     let err = d.last_error.clone().unwrap_or_default();
-    let (status, message) = match d.circuit {
+    let (status, message) = match (&q.failure, &d.stalled) {
+        (Some(failure), _) => (Health::Unhealthy, failure.clone()),
+        (None, Some(stall)) => (Health::Unhealthy, stall.clone()),
+        (None, None) => judge_circuit(d, failing, &err, age),
+    };
+    KafkaHealth {
+        status,
+        message,
+        circuit: d.circuit,
+        queue_depth: q.pending_events,
+        queue_bytes: q.pending_bytes,
+        oldest_event_age_seconds: age,
+        dead_letters: q.dead_letters,
+        last_published_at: d.last_success_at,
+        last_error: d.last_error.clone(),
+        last_error_at: d.last_failure_at,
+    }
+}
+
+fn judge_circuit(d: &Snapshot, failing: bool, err: &str, age: f64) -> (Health, String) {
+    match d.circuit {
         Circuit::Open => (
             Health::Unhealthy,
             format!(
@@ -75,18 +95,6 @@ pub fn assess(d: &Snapshot, q: &Stats, now: DateTime<Utc>) -> KafkaHealth {
             format!("oldest queued event is {age:.0} s old"),
         ),
         Circuit::Closed => (Health::Healthy, "events are flowing".into()),
-    };
-    KafkaHealth {
-        status,
-        message,
-        circuit: d.circuit,
-        queue_depth: q.pending_events,
-        queue_bytes: q.pending_bytes,
-        oldest_event_age_seconds: age,
-        dead_letters: q.dead_letters,
-        last_published_at: d.last_success_at,
-        last_error: d.last_error.clone(),
-        last_error_at: d.last_failure_at,
     }
 }
 
@@ -99,14 +107,22 @@ pub fn kafka_health(
     warp::path!("traffic" / "routes" / "kafka-health")
         .and(warp::get())
         .and(guard)
-        .map(move || {
-            let h = assess(&delivery.snapshot(), &outbox.stats(), Utc::now());
-            let code = if h.status == Health::Healthy {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            reply::with_status(reply::json(&h), code).into_response()
+        .then(move || {
+            let (outbox, delivery) = (outbox.clone(), delivery.clone());
+            async move {
+                // `stats` reads sled (the oldest pending event): off the async workers.
+                let stats = tokio::task::spawn_blocking(move || outbox.stats()).await;
+                let Ok(stats) = stats else {
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                };
+                let h = assess(&delivery.snapshot(), &stats, Utc::now());
+                let code = if h.status == Health::Healthy {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                reply::with_status(reply::json(&h), code).into_response()
+            }
         })
 }
 
@@ -115,10 +131,18 @@ pub fn metrics(
     outbox: Outbox,
     handle: PrometheusHandle,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("metrics").and(warp::get()).map(move || {
-        metrics::outbox_observed(&outbox.stats(), Utc::now().timestamp_micros());
-        let body = handle.render();
-        reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response()
+    warp::path!("metrics").and(warp::get()).then(move || {
+        let (outbox, handle) = (outbox.clone(), handle.clone());
+        async move {
+            // `stats` reads sled and rendering walks every series: off the async workers.
+            let body = tokio::task::spawn_blocking(move || {
+                metrics::outbox_observed(&outbox.stats(), Utc::now().timestamp_micros());
+                handle.render()
+            })
+            .await
+            .unwrap_or_default();
+            reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response()
+        }
     })
 }
 
@@ -136,6 +160,8 @@ mod tests {
             published_total: 1,
             retried_total: 0,
             dead_lettered_total: 0,
+            stalled: None,
+            restarts: 0,
         }
     }
 
@@ -172,5 +198,22 @@ mod tests {
         let mut fresh = snapshot(Circuit::Closed);
         fresh.last_success_at = None;
         assert_eq!(assess(&fresh, &q, now).status, Health::Degraded);
+    }
+
+    #[test]
+    fn a_stalled_drain_or_failed_storage_is_unhealthy_with_its_reason() {
+        let now = Utc::now();
+        let mut stalled = snapshot(Circuit::Closed);
+        stalled.stalled = Some("the drain failed on the outbox: eio; retrying".into());
+        let h = assess(&stalled, &Stats::default(), now);
+        assert_eq!(h.status, Health::Unhealthy);
+        assert!(h.message.contains("the drain failed"), "{}", h.message);
+        let broken = Stats {
+            failure: Some("storage failed: eio; restart routegate".into()),
+            ..Stats::default()
+        };
+        let h = assess(&snapshot(Circuit::Closed), &broken, now);
+        assert_eq!(h.status, Health::Unhealthy);
+        assert!(h.message.starts_with("storage failed"), "{}", h.message);
     }
 }

@@ -75,15 +75,31 @@ impl<S: EventSink> Drainer<S> {
 
     /// Drain until cancelled, then make a last pass under `shutdown_deadline` if Kafka looked
     /// healthy. Cancellation interrupts a round at once: nothing is acked that Kafka did not
-    /// acknowledge, so an interrupted produce at worst sends a batch twice.
-    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
+    /// acknowledge, so an interrupted produce at worst sends a batch twice. A round that fails
+    /// on the outbox (storage) is reported as a stall, backed off and retried: the drain never
+    /// ends before cancellation.
+    pub async fn run(mut self, cancel: CancellationToken) {
         let mut last_contact = Instant::now() - self.cfg.idle_probe;
         let mut healthy = true;
         loop {
             let round = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                r = self.round() => r?,
+                r = self.round() => r,
+            };
+            let round = match round {
+                Ok(round) => {
+                    self.status.unstalled();
+                    round
+                }
+                Err(e) => {
+                    let wait = self.stalled(&e);
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
             };
             healthy = matches!(round, Round::Delivered { .. } | Round::Idle);
             let wait = match round {
@@ -118,7 +134,17 @@ impl<S: EventSink> Drainer<S> {
         if healthy && self.breaker.state(Instant::now()) == Circuit::Closed {
             self.last_pass().await;
         }
-        Ok(())
+    }
+
+    /// A round failed on the outbox: report, forget what was read ahead, and say how long to
+    /// wait before the next try.
+    fn stalled(&mut self, e: &Error) -> std::time::Duration {
+        let reason = format!("the drain failed on the outbox: {e}; retrying");
+        tracing::error!(cause = %e, "drain round failed; retrying after a pause");
+        self.status.stalled(&reason);
+        self.cursor = 0;
+        self.prefetch = None;
+        self.backoff.next_delay()
     }
 
     /// At shutdown: deliver what is possible within the deadline; the rest stays on disk.

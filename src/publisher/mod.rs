@@ -26,6 +26,10 @@
 //! * **Nothing blocks forever.** Every sink call runs under `request_timeout`; a timed-out or
 //!   failed round backs off (capped exponential, jittered) and counts towards the circuit
 //!   breaker, which stops calls while open and lets one probe through after the cool-down.
+//! * **Never silently stopped.** A round that fails on the outbox is logged, counted
+//!   (`routegate_drain_restarts_total`), reported as a stall in the delivery status (so
+//!   `kafka-health` says why) and retried after a backoff; the app restarts a drain that
+//!   panicked the same way ([`supervise`]).
 //! * **Poison never blocks the queue.** Undecodable records, records over `max_record_bytes` and
 //!   records the broker rejects as non-retriable go to the dead-letter tree with the reason. A
 //!   rejected batch is bisected to isolate the records at fault.
@@ -47,6 +51,31 @@ use crate::events::Envelope;
 use crate::queue;
 
 pub use self::drain::Drainer;
+
+/// Run drains until `cancel`: a drain that panics is reported, counted and replaced by a new
+/// one from `make` after a pause (its state is only a cursor; the outbox holds the rest).
+pub async fn supervise<S: EventSink>(
+    make: impl Fn() -> Drainer<S>,
+    status: std::sync::Arc<crate::delivery::Status>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    const PAUSE: Duration = Duration::from_secs(1);
+    loop {
+        let run = tokio::spawn(make().run(cancel.clone()));
+        match run.await {
+            Ok(()) => return,
+            Err(e) => {
+                let reason = format!("the drain panicked: {e}; restarting");
+                tracing::error!(cause = %e, "drain task failed; restarting it");
+                status.stalled(&reason);
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(PAUSE) => {}
+        }
+    }
+}
 
 /// Why a sink call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +105,7 @@ pub trait EventSink: Send + Sync + 'static {
     fn record_size(&self, event: &Envelope) -> usize;
 }
 
-/// Why the drain stopped. Only the outbox closing stops it before cancellation.
+/// Why a drain round failed (the drain itself backs off and goes on).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]

@@ -298,10 +298,58 @@ async fn run_stops_on_cancel_after_a_last_pass() {
     enqueue(&r.outbox, "a", &["k1", "k2", "k3"], 10).await;
     let cancel = CancellationToken::new();
     cancel.cancel();
-    r.drainer.run(cancel).await.unwrap();
+    r.drainer.run(cancel).await;
     assert_eq!(
         r.outbox.stats().pending_events,
         0,
         "the last pass delivered"
     );
+}
+
+#[tokio::test]
+async fn a_storage_error_stalls_the_drain_visibly_and_it_retries_until_delivered() {
+    let r = rig(FakeSink::new(&[("a", 1)]));
+    enqueue(&r.outbox, "a", &["k1", "k2", "k3"], 10).await;
+    let status = Arc::new(crate::delivery::Status::default());
+    let drainer = Drainer::new(
+        r.outbox.clone(),
+        r.sink.clone(),
+        drain_config(),
+        status.clone(),
+    );
+    let point = "outbox-peek";
+    fail::cfg(point, &format!("return(eio@{})", r._dir.path().display())).unwrap();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(drainer.run(cancel.clone()));
+    let until = |what: &'static str, ok: Box<dyn Fn(&crate::delivery::Snapshot) -> bool>| {
+        let status = status.clone();
+        async move {
+            for _ in 0..500 {
+                if ok(&status.snapshot()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("{what}: {:?}", status.snapshot());
+        }
+    };
+    until("restarted twice", Box::new(|s| s.restarts >= 2)).await;
+    let stall = status.snapshot().stalled.expect("the stall is visible");
+    assert!(stall.contains("storage failure"), "{stall}");
+    assert!(!run.is_finished(), "the drain did not give up");
+    fail::remove(point);
+    until("running again", Box::new(|s| s.stalled.is_none())).await;
+    for _ in 0..500 {
+        if r.outbox.stats().pending_events == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        r.outbox.stats().pending_events,
+        0,
+        "delivered after the stall"
+    );
+    cancel.cancel();
+    run.await.unwrap();
 }

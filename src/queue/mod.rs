@@ -31,7 +31,7 @@
 //!   agree with it after any crash.
 //! * **Durable before acknowledged.** In `strict` mode [`Outbox::append`] returns only after the
 //!   group's flush *and* an `fdatasync` of what sled wrote (log file, new blob files, changed
-//!   directories: [`stable`]), so an acknowledged event survives a killed process, an OS crash
+//!   directories: the `stable` submodule), so an acknowledged event survives a killed process, an OS crash
 //!   and a power cut. sled's `flush()` alone is not enough: it ends in `sync_file_range`, which
 //!   survives only a killed process. In `interval` mode an append returns after the commit and a
 //!   thread flushes and syncs every `storage.flush_interval_ms`; any crash, even of the process
@@ -54,9 +54,12 @@
 pub mod codec;
 mod plan;
 mod reads;
+mod space;
 mod stable;
 mod writer;
 
+#[cfg(test)]
+mod failure_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
@@ -67,7 +70,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use crate::config::StorageConfig;
 use crate::events::{Envelope, NewEvent};
@@ -88,12 +91,26 @@ pub enum Error {
         max_events: u64,
         max_bytes: u64,
     },
+    /// The data directory's filesystem is down to its reserve; nothing was written. Retry once
+    /// the publisher has drained (or someone made room).
+    #[error(
+        "the disk holding the outbox is full: {available_bytes} bytes free, {reserve_bytes} kept \
+         in reserve for deliveries"
+    )]
+    DiskFull {
+        available_bytes: u64,
+        reserve_bytes: u64,
+    },
     /// A precondition of the write did not hold; nothing was written.
     #[error("{tree} record changed concurrently")]
     Conflict { tree: String },
     /// The outbox is shutting down or its writer stopped.
     #[error("outbox is closed")]
     Closed,
+    /// Storage failed earlier and only a reopen recovers ([`Outbox::failure`]); nothing was
+    /// written.
+    #[error("{0}")]
+    Failed(String),
     #[error("cannot open storage at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
     #[error("storage failure: {0}")]
@@ -167,12 +184,48 @@ struct Shared {
     /// Every durable event, in sequence order, for live subscribers.
     live: broadcast::Sender<Arc<Envelope>>,
     writer_alive: AtomicBool,
+    /// Why the outbox can no longer write (a dead writer thread, a storage error sled latched),
+    /// or `None` while it can. Set once, never cleared: only a reopen recovers.
+    failure: watch::Sender<Option<String>>,
+    space: space::Space,
     /// Own descriptors on sled's files, synced after each flush (sled's own flush is not an
     /// fsync: see [`stable`]).
     stable: Mutex<stable::Stable>,
 }
 
 impl Shared {
+    /// Record why the outbox can no longer write; the first reason stays.
+    fn fail(&self, reason: String) {
+        self.failure.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            tracing::error!(reason = %reason, "the outbox can no longer write");
+            *current = Some(reason);
+            true
+        });
+    }
+
+    /// The error a request of a group that failed with `e` gets.
+    fn group_error(&self, e: &sled::Error) -> Error {
+        match e {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::StorageFull
+                    || io.raw_os_error() == Some(ENOSPC) =>
+            {
+                Error::DiskFull {
+                    available_bytes: self.space.available(),
+                    reserve_bytes: self.space.reserve(),
+                }
+            }
+            other => Error::Storage(other.clone()),
+        }
+    }
+
+    fn scope(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
     /// Flush sled and make the flushed bytes stable: after this returns, every committed write
     /// survives a power cut.
     fn make_stable(&self) -> sled::Result<()> {
@@ -233,6 +286,8 @@ struct Counters {
     flushes: AtomicU64,
 }
 
+const ENOSPC: i32 = 28;
+
 /// Capacity of the live-event channel; a subscriber further behind than this is told it lagged.
 const LIVE_CAPACITY: usize = 8192;
 /// Requests that may wait for the writer before `append` waits too (backpressure).
@@ -292,10 +347,12 @@ impl Outbox {
                 .map(|&name| Ok((name, tree(name)?)))
                 .collect::<Result<_>>()?,
         };
-        let stable = stable::Stable::open(path).map_err(|e| Error::Open {
+        let io_err = |e| Error::Open {
             path: path.to_path_buf(),
             source: sled::Error::Io(e),
-        })?;
+        };
+        let stable = stable::Stable::open(path).map_err(io_err)?;
+        let space = space::Space::new(path, config.min_free_bytes).map_err(io_err)?;
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
@@ -306,6 +363,8 @@ impl Outbox {
             appended: Notify::new(),
             live,
             writer_alive: AtomicBool::new(true),
+            failure: watch::channel(None).0,
+            space,
             stable: Mutex::new(stable),
         });
         let (tx, rx) = mpsc::channel(REQUEST_CAPACITY);
@@ -399,9 +458,24 @@ impl Outbox {
         self.shared.live.subscribe()
     }
 
-    /// Whether the writer thread is running (for readiness).
+    /// Whether the outbox can write (for readiness).
     pub fn is_healthy(&self) -> bool {
-        self.shared.writer_alive.load(Ordering::SeqCst)
+        self.failure().is_none()
+    }
+
+    /// Why the outbox can no longer write: its writer thread died, or storage failed in a way
+    /// only a reopen (a restart) recovers from. `None` while healthy.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(reason) = self.shared.failure.borrow().clone() {
+            return Some(reason);
+        }
+        (!self.shared.writer_alive.load(Ordering::SeqCst))
+            .then(|| "the outbox writer stopped".to_string())
+    }
+
+    /// Follow [`Outbox::failure`]: changes once, from `None` to the reason.
+    pub fn watch_failure(&self) -> watch::Receiver<Option<String>> {
+        self.shared.failure.subscribe()
     }
 
     /// A domain tree, for the store's reads. Writes must go through [`Outbox::append`].

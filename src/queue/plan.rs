@@ -15,7 +15,7 @@ use super::codec::{self, DeadLetterV1};
 use super::writer::{
     Answer, META_KEY, MetaV1, Request, encode_meta, parse_pending, pending_value, route_index_key,
 };
-use super::{Error, Expect, Result, Shared, Write};
+use super::{Error, Expect, Result, Shared, Write, space};
 use crate::config::Durability;
 use crate::events::{Envelope, NewEvent};
 
@@ -48,6 +48,11 @@ pub(super) struct Plan<'a> {
     /// A read failed: the group is not committed and every request gets this error.
     failed: Option<sled::Error>,
     now_us: i64,
+    /// Disk bytes appends may use before the free-space reserve, measured once per group, and
+    /// what this group's appends are estimated to take of it.
+    room: u64,
+    planned_disk: u64,
+    acks: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -61,6 +66,9 @@ impl<'a> Plan<'a> {
             events: Vec::new(),
             failed: None,
             now_us: chrono::Utc::now().timestamp_micros(),
+            room: shared.space.room(),
+            planned_disk: 0,
+            acks: false,
         }
     }
 
@@ -149,6 +157,13 @@ impl<'a> Plan<'a> {
         let encoded = sequence(first, write.events);
         let bytes: u64 = encoded.iter().map(|(_, raw)| raw.len() as u64).sum();
         self.check_quota(encoded.len() as u64, bytes)?;
+        let record_bytes: u64 = records
+            .iter()
+            .map(|(_, k, v): &(usize, Vec<u8>, Option<Vec<u8>>)| {
+                (k.len() + v.as_ref().map_or(0, Vec::len)) as u64
+            })
+            .sum();
+        self.check_space((bytes + record_bytes) * space::AMPLIFICATION)?;
         for (tree, key, value) in records {
             self.write(tree, key, value);
         }
@@ -175,6 +190,18 @@ impl<'a> Plan<'a> {
                 max_bytes: c.max_queue_bytes,
             });
         }
+        Ok(())
+    }
+
+    /// Refuse a write that would take the filesystem into the reserve kept for deliveries.
+    fn check_space(&mut self, disk_bytes: u64) -> Result<()> {
+        if self.planned_disk.saturating_add(disk_bytes) > self.room {
+            return Err(Error::DiskFull {
+                available_bytes: self.shared.space.available(),
+                reserve_bytes: self.shared.space.reserve(),
+            });
+        }
+        self.planned_disk += disk_bytes;
         Ok(())
     }
 
@@ -229,6 +256,7 @@ impl<'a> Plan<'a> {
     }
 
     fn ack(&mut self, seqs: &[u64]) -> Result<()> {
+        self.acks = true;
         for &seq in seqs {
             self.unpend(seq);
         }
@@ -356,6 +384,8 @@ impl<'a> Plan<'a> {
         }
         self.mutations
             .push((META, META_KEY.to_vec(), Some(encode_meta(&self.meta))));
+        let scope = self.shared.scope();
+        crate::faults::check("outbox-commit", &scope)?;
         let mutations = &self.mutations;
         let result: std::result::Result<(), TransactionError<()>> = self.trees.transaction(|tx| {
             for (tree, key, value) in mutations {
@@ -370,9 +400,14 @@ impl<'a> Plan<'a> {
             TransactionError::Storage(e) => e,
             TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
         })?;
+        crate::faults::check("outbox-after-commit", &scope)?;
+        if self.acks {
+            crate::faults::check("outbox-ack-committed", &scope)?;
+        }
         if self.shared.config.durability == Durability::Strict {
             self.shared.make_stable()?;
         }
+        crate::faults::check("outbox-after-flush", &scope)?;
         Ok(Committed {
             meta: self.meta,
             events: self.events,

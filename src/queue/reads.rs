@@ -55,6 +55,8 @@ pub struct Stats {
     pub oldest_pending_us: Option<i64>,
     /// Flushes (fsyncs) since start.
     pub flushes: u64,
+    /// Why the outbox can no longer write ([`Outbox::failure`]), `None` while it can.
+    pub failure: Option<String>,
 }
 
 /// A dead letter with its event decoded when possible.
@@ -166,6 +168,7 @@ impl Outbox {
         max_records: usize,
         max_bytes: u64,
     ) -> Result<Vec<Peeked>> {
+        crate::faults::check("outbox-peek", &self.shared.scope()).map_err(sled::Error::Io)?;
         let t = &self.shared.trees;
         let mut out = Vec::new();
         let mut bytes = 0u64;
@@ -205,6 +208,7 @@ impl Outbox {
             durable_seq: c.durable_seq.load(Ordering::SeqCst),
             oldest_pending_us: self.oldest_pending_us(),
             flushes: c.flushes.load(Ordering::Relaxed),
+            failure: self.failure(),
         }
     }
 

@@ -91,8 +91,25 @@ pub(super) fn start(
     }
     std::thread::Builder::new()
         .name("routegate-outbox-writer".into())
-        .spawn(move || run(shared, rx, meta))
+        .spawn(move || supervised(shared, rx, meta))
         .map_err(|e| Error::Storage(sled::Error::Io(e)))
+}
+
+/// Run the writer; if it panics, say so where readiness looks. Requests still queued are
+/// answered `Closed` as the channel drops.
+fn supervised(shared: Arc<Shared>, rx: mpsc::Receiver<Request>, meta: MetaV1) {
+    let guarded = shared.clone();
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(shared, rx, meta)));
+    if let Err(panic) = outcome {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        guarded.fail(format!("the outbox writer thread panicked: {what}"));
+        guarded.writer_alive.store(false, Ordering::SeqCst);
+    }
 }
 
 /// `interval` durability: flush and sync every `flush_interval_ms` on a thread of its own. It
@@ -174,6 +191,9 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
         let Some(first) = rx.blocking_recv() else {
             break;
         };
+        if let Err(e) = crate::faults::check("outbox-writer", &shared.scope()) {
+            panic!("injected writer failure: {e}");
+        }
         let mut group = vec![first];
         drain_into(&mut rx, &mut group);
         if strict && group.len() > 1 && group.len() < GROUP_MAX {
@@ -189,10 +209,12 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
         }
         let mut plan = Plan::new(&shared, &trees, meta.clone());
         let mut answers = Vec::with_capacity(group.len());
+        let failure = shared.failure.borrow().clone();
         for req in group {
             match req {
                 Request::Shutdown { reply } if stopping.is_none() => stopping = Some(reply),
                 req if stopping.is_some() => Answer::closed(req),
+                req if failure.is_some() => Answer::refuse(req, failure.as_deref().unwrap_or("")),
                 req => answers.push(plan.take(req)),
             }
         }
@@ -200,11 +222,19 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
             Ok(committed) => {
                 meta = committed.meta;
                 shared.after_commit(&meta, &committed.events);
-                answers.into_iter().for_each(|a| a.send(None));
+                if let Err(e) = crate::faults::check("outbox-before-answer", &shared.scope()) {
+                    panic!("injected failure before answering: {e}");
+                }
+                answers.into_iter().for_each(|a| a.send(None, &shared));
             }
             Err(e) => {
-                tracing::error!(cause = %e, "outbox write failed; nothing in this group was written");
-                answers.into_iter().for_each(|a| a.send(Some(&e)));
+                tracing::error!(cause = %e, "outbox write failed; nothing in this group was acknowledged");
+                // sled 0.34 latches an I/O error (every later operation fails), and a failed
+                // fsync leaves the page cache in an unknown state: only a reopen recovers.
+                shared.fail(format!(
+                    "storage failed: {e}; restart routegate to reopen the store"
+                ));
+                answers.into_iter().for_each(|a| a.send(Some(&e), &shared));
             }
         }
     }
@@ -231,6 +261,13 @@ fn drain_into(rx: &mut mpsc::Receiver<Request>, group: &mut Vec<Request>) {
     }
 }
 
+fn pick_with<T>(r: Result<T>, failed: Option<&sled::Error>, shared: &Shared) -> Result<T> {
+    match failed {
+        Some(e) => Err(shared.group_error(e)),
+        None => r,
+    }
+}
+
 /// A request's outcome, waiting for the group to commit before it is sent.
 pub(super) enum Answer {
     Events(
@@ -246,29 +283,32 @@ pub(super) enum Answer {
 
 impl Answer {
     /// Send the outcome, or the storage failure that prevented the whole group.
-    fn send(self, failed: Option<&sled::Error>) {
-        fn pick<T>(r: Result<T>, failed: Option<&sled::Error>) -> Result<T> {
-            match failed {
-                Some(e) => Err(Error::Storage(e.clone())),
-                None => r,
-            }
-        }
+    fn send(self, failed: Option<&sled::Error>, shared: &Shared) {
         match self {
-            Answer::Events(tx, r) => drop(tx.send(pick(r, failed))),
-            Answer::One(tx, r) => drop(tx.send(pick(r, failed))),
-            Answer::Unit(tx, r) => drop(tx.send(pick(r, failed))),
+            Answer::Events(tx, r) => drop(tx.send(pick_with(r, failed, shared))),
+            Answer::One(tx, r) => drop(tx.send(pick_with(r, failed, shared))),
+            Answer::Unit(tx, r) => drop(tx.send(pick_with(r, failed, shared))),
         }
     }
 
     fn closed(req: Request) {
+        Answer::reject(req, || Error::Closed);
+    }
+
+    /// Storage failed for good: refuse without touching it.
+    fn refuse(req: Request, reason: &str) {
+        Answer::reject(req, || Error::Failed(reason.to_string()));
+    }
+
+    fn reject(req: Request, error: impl Fn() -> Error) {
         match req {
-            Request::Append { reply, .. } => drop(reply.send(Err(Error::Closed))),
-            Request::Requeue { reply, .. } => drop(reply.send(Err(Error::Closed))),
+            Request::Append { reply, .. } => drop(reply.send(Err(error()))),
+            Request::Requeue { reply, .. } => drop(reply.send(Err(error()))),
             Request::Ack { reply, .. }
             | Request::Failed { reply, .. }
             | Request::DeadLetter { reply, .. }
             | Request::Purge { reply, .. }
-            | Request::Prune { reply } => drop(reply.send(Err(Error::Closed))),
+            | Request::Prune { reply } => drop(reply.send(Err(error()))),
             Request::Shutdown { reply } => drop(reply.send(())),
         }
     }
