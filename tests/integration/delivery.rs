@@ -1,13 +1,12 @@
 //! The outbox's guarantees against a real Kafka broker, each checked with the independent
 //! reader (Kafka's own consumer), never with rskafka.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use routegate::config::{SaslMechanism, Settings};
 use routegate::events::{Envelope, NewEvent};
-use routegate::publisher::partition::partition_for_key;
 use routegate::queue::{self, Write};
 
 use crate::harness::gateway::TestGateway;
@@ -71,9 +70,35 @@ struct Delivery {
     duplicates: usize,
 }
 
-/// Every acknowledged event is in the topic exactly as sent (value, key, CloudEvents id, the
-/// Java producer's partition), and per key the first deliveries are in sequence order.
-fn check_delivery(records: &[ConsumedRecord], sent: &[Arc<Envelope>], partitions: i32) -> Delivery {
+/// Where Kafka's own Java producer puts each key of `sent` in a topic of `partitions`
+/// partitions, measured by producing with it (not computed with routegate's murmur2).
+async fn java_partitions(
+    cluster: &KafkaCluster,
+    sent: &[Arc<Envelope>],
+    partitions: i32,
+) -> HashMap<String, i32> {
+    let keys: Vec<&str> = sent
+        .iter()
+        .map(|e| e.key.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+    let chosen = cluster.producer_partitions(partitions, &bytes).await;
+    assert_eq!(chosen.len(), keys.len());
+    keys.into_iter().map(str::to_owned).zip(chosen).collect()
+}
+
+/// Every acknowledged event is in the topic exactly as sent (value, key, CloudEvents id, and
+/// the partition Kafka's Java producer chooses for its key), and per key the first deliveries
+/// are in sequence order.
+async fn check_delivery(
+    cluster: &KafkaCluster,
+    records: &[ConsumedRecord],
+    sent: &[Arc<Envelope>],
+    partitions: i32,
+) -> Delivery {
+    let java = java_partitions(cluster, sent, partitions).await;
     let by_id: HashMap<String, &Arc<Envelope>> =
         sent.iter().map(|e| (e.id.to_string(), e)).collect();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -89,7 +114,11 @@ fn check_delivery(records: &[ConsumedRecord], sent: &[Arc<Envelope>], partitions
             e.seq
         );
         assert_eq!(r.key.as_deref(), Some(e.key.as_bytes()));
-        assert_eq!(r.partition, partition_for_key(e.key.as_bytes(), partitions));
+        assert_eq!(
+            r.partition, java[&e.key],
+            "key {:?} of {}: routegate's partition differs from the Java producer's",
+            e.key, e.seq
+        );
         assert_eq!(header(r, "ce_type"), Some(e.kind.as_bytes()));
         assert_eq!(header(r, "ce_specversion"), Some(&b"1.0"[..]));
         assert_eq!(header(r, "content-type"), Some(&b"application/json"[..]));
@@ -155,7 +184,7 @@ async fn events_queued_while_the_broker_is_absent_are_all_delivered_in_order_onc
 
     cluster.start_node(1).await;
     let records = cluster.wait_for_records(&topic, 300, WAIT).await;
-    let d = check_delivery(&records, &sent, 3);
+    let d = check_delivery(&cluster, &records, &sent, 3).await;
     assert_eq!(d.duplicates, 0);
     wait_until_drained(&gw).await;
     gw.stop().await;
@@ -174,7 +203,7 @@ async fn a_broker_killed_with_sigkill_mid_stream_and_restarted_loses_nothing() {
     sent.extend(append(&gw, &topic, KEYS, 200, 5).await);
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 600, WAIT).await;
-    let d = check_delivery(&records, &sent, 2);
+    let d = check_delivery(&cluster, &records, &sent, 2).await;
     eprintln!(
         "broker SIGKILL: {} records for 600 events, {} duplicates",
         records.len(),
@@ -220,7 +249,7 @@ async fn moving_partition_leadership_while_producing_loses_nothing_and_keeps_key
     wait_until_drained(&gw).await;
     assert_eq!(cluster.leader_of(&topic, 0).await, Some(3));
     let records = cluster.wait_for_records(&topic, sent.len(), WAIT).await;
-    let d = check_delivery(&records, &sent, 1);
+    let d = check_delivery(&cluster, &records, &sent, 1).await;
     eprintln!(
         "leader moves: {} events, {} duplicates",
         sent.len(),
@@ -243,7 +272,7 @@ async fn a_topic_deleted_while_running_is_recreated_and_delivery_resumes() {
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 50, WAIT).await;
     let partitions = cluster.describe_topic(&topic).await.partitions.len() as i32;
-    check_delivery(&records, &second, partitions);
+    check_delivery(cluster, &records, &second, partitions).await;
     let old: Vec<_> = first.iter().map(|e| e.id.to_string()).collect();
     assert!(
         records
@@ -285,7 +314,7 @@ async fn a_full_quota_refuses_appends_drops_nothing_and_accepts_again_once_drain
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 50, WAIT).await;
     let all: Vec<_> = sent.into_iter().chain(more).collect();
-    check_delivery(&records, &all, 1);
+    check_delivery(&cluster, &records, &all, 1).await;
     gw.stop().await;
 }
 
@@ -315,7 +344,7 @@ async fn a_corrupted_record_on_disk_is_dead_lettered_and_all_others_are_delivere
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 19, WAIT).await;
     let survivors: Vec<_> = sent.iter().filter(|e| e.seq != victim).cloned().collect();
-    let d = check_delivery(&records, &survivors, 1);
+    let d = check_delivery(cluster, &records, &survivors, 1).await;
     assert_eq!((records.len(), d.duplicates), (19, 0));
     let dead = gw.outbox().dead_letters(0, 10).unwrap();
     assert_eq!(dead.len(), 1);
@@ -330,7 +359,7 @@ async fn deliver_through(cluster: &KafkaCluster, configure: impl FnOnce(&mut Set
     let sent = append(&gw, &topic, KEYS, 20, 5).await;
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 20, WAIT).await;
-    check_delivery(&records, &sent, 1);
+    check_delivery(cluster, &records, &sent, 1).await;
     gw.stop().await;
 }
 

@@ -55,7 +55,8 @@
 //!
 //! routegate produces with rskafka, so the tests never read back with rskafka: the admin
 //! calls and [`KafkaCluster::read_topic`] go through `KafkaTool.java`, one long-lived JVM per
-//! cluster that uses Kafka's own `Admin` and `KafkaConsumer` (`tool.rs`, `admin.rs`).
+//! cluster that uses Kafka's own `Admin`, `KafkaConsumer` and `KafkaProducer` (`tool.rs`,
+//! `admin.rs`).
 
 mod addresses;
 mod admin;

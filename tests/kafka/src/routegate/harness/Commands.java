@@ -13,6 +13,9 @@ import java.util.Optional;
 import java.util.Properties;
 import java.util.Set;
 import java.util.TreeMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.NewPartitionReassignment;
@@ -22,20 +25,29 @@ import org.apache.kafka.clients.admin.TopicListing;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.ElectionType;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.errors.ElectionNotNeededException;
+import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /** The commands of {@link KafkaTool}; each takes its JSON arguments and returns a JSON result. */
 final class Commands {
     private static final Base64.Encoder B64 = Base64.getEncoder();
+    private static final Base64.Decoder B64_DECODE = Base64.getDecoder();
     private final Admin admin;
     private final String bootstrap;
+    /** Kafka's own producer for {@code producer-partitions}, made on first use. */
+    private KafkaProducer<byte[], byte[]> producer;
 
     Commands(Admin admin, String bootstrap) {
         this.admin = admin;
@@ -53,6 +65,7 @@ final class Commands {
             case "read-topic": return readTopic(args.path("name").asText(), args.path("timeout_ms").asLong(30000));
             case "reassign": return reassign(args);
             case "elect-preferred": return electPreferred(args);
+            case "producer-partitions": return producerPartitions(args);
             default: throw new IllegalArgumentException("unknown command " + cmd);
         }
     }
@@ -171,6 +184,53 @@ final class Commands {
             throw new IllegalStateException("preferred election of " + tp + " failed", error.get());
         }
         return KafkaTool.JSON.nullNode();
+    }
+
+    /**
+     * The partition Kafka's own producer (default partitioner, default settings for keyed
+     * records) chooses for each key (base64) when the topic has {@code partitions} partitions.
+     * Not computed here: each key is really sent, with an empty value, to the scratch topic
+     * {@code routegate-java-partitioner-<partitions>}, and the answer is where the broker stored it.
+     */
+    private JsonNode producerPartitions(JsonNode args) throws Exception {
+        int partitions = args.path("partitions").asInt();
+        String topic = "routegate-java-partitioner-" + partitions;
+        try {
+            admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all().get();
+        } catch (ExecutionException e) {
+            if (!(e.getCause() instanceof TopicExistsException)) {
+                throw e;
+            }
+        }
+        waitForLeaders(topic, System.nanoTime() + Duration.ofSeconds(30).toNanos());
+        List<Future<RecordMetadata>> sent = new ArrayList<>();
+        for (JsonNode key : args.get("keys")) {
+            byte[] bytes = B64_DECODE.decode(key.asText());
+            sent.add(producer().send(new ProducerRecord<>(topic, bytes, new byte[0])));
+        }
+        ArrayNode out = KafkaTool.array();
+        for (Future<RecordMetadata> metadata : sent) {
+            out.add(metadata.get(60, TimeUnit.SECONDS).partition());
+        }
+        return out;
+    }
+
+    /**
+     * acks=1 (so a scratch topic with one replica works under any min.insync.replicas), which
+     * needs idempotence off; neither takes part in choosing a partition.
+     */
+    private synchronized KafkaProducer<byte[], byte[]> producer() {
+        if (producer == null) {
+            Properties props = new Properties();
+            props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+            props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+            props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+            props.put(ProducerConfig.ACKS_CONFIG, "1");
+            props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
+            props.put(ProducerConfig.LINGER_MS_CONFIG, "0");
+            producer = new KafkaProducer<>(props);
+        }
+        return producer;
     }
 
     /** Every record of every partition, from the beginning up to the end offsets at call time. */
