@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use routegate::config::{SaslMechanism, Settings};
 use routegate::events::{Envelope, NewEvent};
-use routegate::queue::{self, Write};
+use routegate::queue::{self, Stats, Write};
 
 use crate::harness::gateway::TestGateway;
 use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster};
@@ -212,6 +213,49 @@ async fn a_broker_killed_with_sigkill_mid_stream_and_restarted_loses_nothing() {
     gw.stop().await;
 }
 
+/// Events the gateway has handed to Kafka so far (acknowledged and deleted from the outbox).
+fn delivered(s: &Stats) -> u64 {
+    s.durable_seq.saturating_sub(s.pending_events)
+}
+
+/// Waits until the gateway is mid-stream: it has delivered at least 50 more events since the
+/// call, and more events still wait in its outbox, so produce requests are under way.
+async fn wait_mid_stream(gw: &TestGateway) -> Stats {
+    let start = delivered(&gw.outbox().stats());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = gw.outbox().stats();
+        if delivered(&s) >= start + 50 && s.pending_events > 0 {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway is not delivering a stream: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How many records each leader appended, given the leader epoch each leader started with
+/// (`epochs[i]` for the i-th leader, ascending). The broker stamps every batch with the
+/// epoch of the leader that appended it.
+fn appended_per_leader(records: &[ConsumedRecord], epochs: &[i32]) -> Vec<usize> {
+    let mut counts = vec![0; epochs.len()];
+    for r in records {
+        let epoch = r.leader_epoch.expect("records carry a leader epoch");
+        let leader = epochs.iter().rposition(|&start| epoch >= start);
+        let leader = leader.unwrap_or_else(|| panic!("epoch {epoch} is older than {epochs:?}"));
+        counts[leader] += 1;
+    }
+    counts
+}
+
+/// The leader moves twice (1 → 2 → 3, the old leader staying up, so a request to it gets
+/// NOT_LEADER_OR_FOLLOWER) while the gateway streams: each move starts only once the gateway
+/// has delivered since the previous one and still has a backlog. The broker's leader epochs
+/// on the records prove that every leader appended part of the stream, i.e. the producer
+/// followed both moves mid-stream; if a move fell before or after the stream, or the gateway
+/// stopped following, a leader would have appended nothing (or delivery would stall).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_partition_leadership_while_producing_loses_nothing_and_keeps_key_order() {
     let cluster = KafkaCluster::start(3).await;
@@ -219,41 +263,53 @@ async fn moving_partition_leadership_while_producing_loses_nothing_and_keeps_key
     cluster
         .create_topic_with_assignment(&topic, &[&[1, 2, 3]])
         .await;
+    let mut epochs = vec![cluster.leader_epoch(&topic, 0).await];
     let gw = TestGateway::spawn(|s| kafka_settings(s, cluster.bootstrap(), 1, 3)).await;
+    let stop = Arc::new(AtomicBool::new(false));
     let producer = {
-        let (outbox, topic) = (gw.outbox().clone(), topic.clone());
+        let (outbox, topic, stop) = (gw.outbox().clone(), topic.clone(), stop.clone());
         tokio::spawn(async move {
             let mut sent = Vec::new();
-            for i in 0..60 {
-                let events = (0..10)
-                    .map(|j| {
-                        let key = KEYS[(i * 10 + j) % KEYS.len()];
-                        NewEvent::now("test.event", &topic, key, None, &(i * 10 + j))
-                    })
+            while !stop.load(Ordering::Relaxed) {
+                let n = sent.len();
+                let events = (n..n + 10)
+                    .map(|i| NewEvent::now("test.event", &topic, KEYS[i % KEYS.len()], None, &i))
                     .collect();
                 let w = Write {
                     events,
                     records: vec![],
                 };
                 sent.extend(outbox.append(w).await.expect("append"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             sent
         })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    cluster.move_leader(&topic, 0, 2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    cluster.move_leader(&topic, 0, 3).await;
+    let mut backlogs = Vec::new();
+    for leader in [2, 3] {
+        backlogs.push(wait_mid_stream(&gw).await.pending_events);
+        cluster.move_leader(&topic, 0, leader).await;
+        epochs.push(cluster.leader_epoch(&topic, 0).await);
+    }
+    wait_mid_stream(&gw).await;
+    stop.store(true, Ordering::Relaxed);
     let sent = producer.await.unwrap();
     wait_until_drained(&gw).await;
     assert_eq!(cluster.leader_of(&topic, 0).await, Some(3));
     let records = cluster.wait_for_records(&topic, sent.len(), WAIT).await;
     let d = check_delivery(&cluster, &records, &sent, 1).await;
+
+    let per_leader = appended_per_leader(&records, &epochs);
     eprintln!(
-        "leader moves: {} events, {} duplicates",
+        "leader moves: {} events, {} duplicates, backlog at the moves {backlogs:?}, \
+         appended by leaders 1/2/3 {per_leader:?} (epochs {epochs:?})",
         sent.len(),
         d.duplicates
+    );
+    assert!(
+        per_leader.iter().all(|&n| n > 0),
+        "every leader must have appended part of the stream (1/2/3: {per_leader:?}, epochs \
+         {epochs:?}): a move did not happen mid-stream or the producer did not follow it"
     );
     gw.stop().await;
 }

@@ -201,6 +201,15 @@ impl KafkaCluster {
             .await;
     }
 
+    /// The partition's current leader epoch, as its leader answers ListOffsets(LATEST). A new
+    /// leader sets it when it takes over, so every record appended after this call carries
+    /// this epoch or a later one ([`ConsumedRecord::leader_epoch`]).
+    pub async fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
+        let args = json!({ "name": topic, "partition": partition });
+        let epoch = self.tool_or_panic("leader-epoch", args).await;
+        serde_json::from_value(epoch).expect("leader-epoch answers a number")
+    }
+
     /// The partition Kafka's own Java producer (its default partitioner) chooses for each of
     /// `keys` in a topic of `partitions` partitions, in the order of `keys`. Measured, not
     /// computed: the tool JVM sends each key to a scratch topic `routegate-java-partitioner-<n>`

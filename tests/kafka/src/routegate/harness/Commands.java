@@ -20,6 +20,7 @@ import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.NewPartitionReassignment;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.admin.TopicListing;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -65,6 +66,7 @@ final class Commands {
             case "read-topic": return readTopic(args.path("name").asText(), args.path("timeout_ms").asLong(30000));
             case "reassign": return reassign(args);
             case "elect-preferred": return electPreferred(args);
+            case "leader-epoch": return leaderEpoch(args);
             case "producer-partitions": return producerPartitions(args);
             default: throw new IllegalArgumentException("unknown command " + cmd);
         }
@@ -187,6 +189,21 @@ final class Commands {
     }
 
     /**
+     * The partition's current leader epoch as its leader reports it: ListOffsets(LATEST) answers
+     * the latest epoch of the leader's epoch cache, which a new leader sets when it takes over,
+     * before it appends anything. Records appended from then on carry this epoch or a later one.
+     */
+    private JsonNode leaderEpoch(JsonNode args) throws Exception {
+        TopicPartition tp = new TopicPartition(args.path("name").asText(), args.path("partition").asInt());
+        Optional<Integer> epoch =
+                admin.listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp).get().leaderEpoch();
+        if (epoch.isEmpty()) {
+            throw new IllegalStateException("the leader of " + tp + " reported no leader epoch");
+        }
+        return KafkaTool.JSON.getNodeFactory().numberNode(epoch.get());
+    }
+
+    /**
      * The partition Kafka's own producer (default partitioner, default settings for keyed
      * records) chooses for each key (base64) when the topic has {@code partitions} partitions.
      * Not computed here: each key is really sent, with an empty value, to the scratch topic
@@ -288,6 +305,7 @@ final class Commands {
         out.put("partition", r.partition());
         out.put("offset", r.offset());
         out.put("timestamp", r.timestamp());
+        r.leaderEpoch().ifPresentOrElse(epoch -> out.put("leader_epoch", epoch), () -> out.putNull("leader_epoch"));
         out.put("key", r.key() == null ? null : B64.encodeToString(r.key()));
         out.put("value", r.value() == null ? null : B64.encodeToString(r.value()));
         ArrayNode headers = out.putArray("headers");
