@@ -314,21 +314,52 @@ async fn moving_partition_leadership_while_producing_loses_nothing_and_keeps_key
     gw.stop().await;
 }
 
+/// Waits until the cluster no longer lists `topic`.
+async fn wait_until_gone(cluster: &KafkaCluster, topic: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster.list_topics().await.iter().any(|t| t == topic) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{topic} still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Only routegate can recreate the topic here: this broker has `auto.create.topics.enable`
+/// off (asked of the broker itself, not taken from the harness's config), so the Metadata
+/// lookups rskafka sends with `allow_auto_topic_creation` set create nothing; and the recreated
+/// topic must have routegate's `kafka.topic_partitions` (2), not the broker's `num.partitions` (1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_deleted_while_running_is_recreated_and_delivery_resumes() {
-    let cluster = kafka::shared().await;
+    let no_auto_create = ("auto.create.topics.enable".to_owned(), "false".to_owned());
+    let cluster = KafkaCluster::start_with(ClusterOptions {
+        broker_properties: vec![no_auto_create],
+        ..ClusterOptions::default()
+    })
+    .await;
+    let auto_create = cluster.broker_config(1, "auto.create.topics.enable").await;
+    assert_eq!(
+        auto_create.as_deref(),
+        Some("false"),
+        "the broker auto-creates topics"
+    );
     let topic = kafka::unique_topic("deleted");
     let gw = TestGateway::spawn(|s| kafka_settings(s, cluster.bootstrap(), 2, 1)).await;
     let first = append(&gw, &topic, KEYS, 50, 5).await;
     cluster.wait_for_records(&topic, 50, WAIT).await;
     wait_until_drained(&gw).await;
     cluster.delete_topic(&topic).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until_gone(&cluster, &topic).await;
     let second = append(&gw, &topic, KEYS, 50, 5).await;
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 50, WAIT).await;
-    let partitions = cluster.describe_topic(&topic).await.partitions.len() as i32;
-    check_delivery(cluster, &records, &second, partitions).await;
+    let partitions = cluster.describe_topic(&topic).await.partitions.len();
+    assert_eq!(
+        partitions, 2,
+        "created with routegate's kafka.topic_partitions"
+    );
+    check_delivery(&cluster, &records, &second, 2).await;
     let old: Vec<_> = first.iter().map(|e| e.id.to_string()).collect();
     assert!(
         records

@@ -201,6 +201,14 @@ impl KafkaCluster {
             .await;
     }
 
+    /// Node `node`'s effective value of the broker setting `name` (Admin `describeConfigs`),
+    /// `None` when it has none: what the broker says it runs with, not what the harness wrote.
+    pub async fn broker_config(&self, node: i32, name: &str) -> Option<String> {
+        let args = json!({ "node": node, "name": name });
+        let value = self.tool_or_panic("broker-config", args).await;
+        serde_json::from_value(value).expect("broker-config answers a string or null")
+    }
+
     /// The partition's current leader epoch, as its leader answers ListOffsets(LATEST). A new
     /// leader sets it when it takes over, so every record appended after this call carries
     /// this epoch or a later one ([`ConsumedRecord::leader_epoch`]).

@@ -17,6 +17,8 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.NewPartitionReassignment;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -35,6 +37,7 @@ import org.apache.kafka.common.Node;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.ElectionNotNeededException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.header.Header;
@@ -67,6 +70,7 @@ final class Commands {
             case "reassign": return reassign(args);
             case "elect-preferred": return electPreferred(args);
             case "leader-epoch": return leaderEpoch(args);
+            case "broker-config": return brokerConfig(args);
             case "producer-partitions": return producerPartitions(args);
             default: throw new IllegalArgumentException("unknown command " + cmd);
         }
@@ -186,6 +190,17 @@ final class Commands {
             throw new IllegalStateException("preferred election of " + tp + " failed", error.get());
         }
         return KafkaTool.JSON.nullNode();
+    }
+
+    /** A broker's effective value of one configuration key (DescribeConfigs), or null. */
+    private JsonNode brokerConfig(JsonNode args) throws Exception {
+        ConfigResource broker = new ConfigResource(ConfigResource.Type.BROKER, args.path("node").asText());
+        Config config = admin.describeConfigs(List.of(broker)).all().get().get(broker);
+        ConfigEntry entry = config.get(args.path("name").asText());
+        if (entry == null || entry.value() == null) {
+            return KafkaTool.JSON.nullNode();
+        }
+        return KafkaTool.JSON.getNodeFactory().textNode(entry.value());
     }
 
     /**
