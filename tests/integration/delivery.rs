@@ -11,7 +11,8 @@ use routegate::events::{Envelope, NewEvent};
 use routegate::queue::{self, Stats, Write};
 
 use crate::harness::gateway::TestGateway;
-use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster};
+use crate::harness::kafka::wire::{self, WireClient};
+use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster, SaslUser};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -526,9 +527,87 @@ async fn a_wrong_sasl_password_keeps_events_queued_and_reports_the_failure() {
     gw.stop().await;
 }
 
-/// Shared options are what the shared broker runs with; this keeps the SASL/TLS tests honest.
-#[test]
-fn the_shared_broker_offers_sasl_and_tls_listeners() {
-    let o: ClusterOptions = kafka::shared_options();
-    assert!(o.sasl && o.tls);
+/// A secured listener checked on the wire: before authenticating it answers ApiVersions but
+/// hangs up on anything else; it offers PLAIN and both SCRAMs; a wrong PLAIN password gets
+/// SASL_AUTHENTICATION_FAILED; the right one opens a session in which Metadata is answered,
+/// naming this listener's port.
+fn check_sasl_listener(connect: impl Fn() -> WireClient, port: u16, user: SaslUser) {
+    let mut c = connect();
+    assert_eq!(c.api_versions(), Ok(wire::NONE));
+    let unauthenticated = c.metadata_ports();
+    assert!(
+        unauthenticated.is_err(),
+        "answered Metadata without authentication: {unauthenticated:?}"
+    );
+
+    let mut c = connect();
+    let (code, mechanisms) = c.sasl_handshake("PLAIN").expect("SaslHandshake answered");
+    assert_eq!(code, wire::NONE);
+    for m in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        assert!(
+            mechanisms.iter().any(|e| e == m),
+            "{m} not in {mechanisms:?}"
+        );
+    }
+    let wrong = c.sasl_plain(user.username, "not-the-password");
+    assert_eq!(wrong, Ok(wire::SASL_AUTHENTICATION_FAILED));
+
+    let mut c = connect();
+    assert_eq!(
+        c.sasl_handshake("PLAIN").map(|(code, _)| code),
+        Ok(wire::NONE)
+    );
+    assert_eq!(c.sasl_plain(user.username, user.password), Ok(wire::NONE));
+    assert_eq!(c.metadata_ports(), Ok(vec![port]));
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("host:port")
+}
+
+/// The SASL and TLS delivery tests above are only worth something if the shared broker's
+/// secured listeners really demand SASL and speak TLS. Checked with a hand-framed client
+/// (neither rskafka nor Kafka's Java client): the PLAINTEXT listener answers the same probes
+/// without either, so the probes are valid requests and the refusals come from security.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_broker_offers_sasl_and_tls_listeners() {
+    let cluster = kafka::shared().await;
+    let (plain, sasl) = (cluster.bootstrap(), cluster.sasl_bootstrap());
+    let (ssl, sasl_ssl) = (cluster.ssl_bootstrap(), cluster.sasl_ssl_bootstrap());
+    let (ca, user) = (cluster.tls_ca_pem(), cluster.sasl_user());
+    let probes = move || {
+        let mut c = WireClient::plain(&plain);
+        assert_eq!(c.metadata_ports(), Ok(vec![port_of(&plain)]));
+        let refused = c.sasl_handshake("PLAIN").map(|(code, _)| code);
+        assert_eq!(
+            refused,
+            Ok(wire::ILLEGAL_SASL_STATE),
+            "PLAINTEXT has no SASL"
+        );
+
+        check_sasl_listener(|| WireClient::plain(&sasl), port_of(&sasl), user);
+        let tls_on_sasl = WireClient::tls(&sasl, &ca).map(drop);
+        assert!(tls_on_sasl.is_err(), "SASL_PLAINTEXT spoke TLS");
+
+        let plaintext_on_ssl = WireClient::plain(&ssl).api_versions();
+        assert!(
+            plaintext_on_ssl.is_err(),
+            "SSL answered plaintext: {plaintext_on_ssl:?}"
+        );
+        let mut c = WireClient::tls(&ssl, &ca).expect("TLS with the harness CA on SSL");
+        assert_eq!(c.metadata_ports(), Ok(vec![port_of(&ssl)]));
+
+        let plaintext_on_sasl_ssl = WireClient::plain(&sasl_ssl).api_versions();
+        assert!(
+            plaintext_on_sasl_ssl.is_err(),
+            "SASL_SSL answered plaintext"
+        );
+        let tls = || WireClient::tls(&sasl_ssl, &ca).expect("TLS with the harness CA on SASL_SSL");
+        check_sasl_listener(tls, port_of(&sasl_ssl), user);
+    };
+    tokio::task::spawn_blocking(probes)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 }
