@@ -1,17 +1,18 @@
 //! The outbox's guarantees against a real Kafka broker, each checked with the independent
 //! reader (Kafka's own consumer), never with rskafka.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use routegate::config::{SaslMechanism, Settings};
 use routegate::events::{Envelope, NewEvent};
-use routegate::publisher::partition::partition_for_key;
-use routegate::queue::{self, Write};
+use routegate::queue::{self, Stats, Write};
 
 use crate::harness::gateway::TestGateway;
-use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster};
+use crate::harness::kafka::wire::{self, WireClient};
+use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster, SaslUser};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -71,9 +72,35 @@ struct Delivery {
     duplicates: usize,
 }
 
-/// Every acknowledged event is in the topic exactly as sent (value, key, CloudEvents id, the
-/// Java producer's partition), and per key the first deliveries are in sequence order.
-fn check_delivery(records: &[ConsumedRecord], sent: &[Arc<Envelope>], partitions: i32) -> Delivery {
+/// Where Kafka's own Java producer puts each key of `sent` in a topic of `partitions`
+/// partitions, measured by producing with it (not computed with routegate's murmur2).
+async fn java_partitions(
+    cluster: &KafkaCluster,
+    sent: &[Arc<Envelope>],
+    partitions: i32,
+) -> HashMap<String, i32> {
+    let keys: Vec<&str> = sent
+        .iter()
+        .map(|e| e.key.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+    let chosen = cluster.producer_partitions(partitions, &bytes).await;
+    assert_eq!(chosen.len(), keys.len());
+    keys.into_iter().map(str::to_owned).zip(chosen).collect()
+}
+
+/// Every acknowledged event is in the topic exactly as sent (value, key, CloudEvents id, and
+/// the partition Kafka's Java producer chooses for its key), and per key the first deliveries
+/// are in sequence order.
+async fn check_delivery(
+    cluster: &KafkaCluster,
+    records: &[ConsumedRecord],
+    sent: &[Arc<Envelope>],
+    partitions: i32,
+) -> Delivery {
+    let java = java_partitions(cluster, sent, partitions).await;
     let by_id: HashMap<String, &Arc<Envelope>> =
         sent.iter().map(|e| (e.id.to_string(), e)).collect();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -89,7 +116,11 @@ fn check_delivery(records: &[ConsumedRecord], sent: &[Arc<Envelope>], partitions
             e.seq
         );
         assert_eq!(r.key.as_deref(), Some(e.key.as_bytes()));
-        assert_eq!(r.partition, partition_for_key(e.key.as_bytes(), partitions));
+        assert_eq!(
+            r.partition, java[&e.key],
+            "key {:?} of {}: routegate's partition differs from the Java producer's",
+            e.key, e.seq
+        );
         assert_eq!(header(r, "ce_type"), Some(e.kind.as_bytes()));
         assert_eq!(header(r, "ce_specversion"), Some(&b"1.0"[..]));
         assert_eq!(header(r, "content-type"), Some(&b"application/json"[..]));
@@ -155,7 +186,7 @@ async fn events_queued_while_the_broker_is_absent_are_all_delivered_in_order_onc
 
     cluster.start_node(1).await;
     let records = cluster.wait_for_records(&topic, 300, WAIT).await;
-    let d = check_delivery(&records, &sent, 3);
+    let d = check_delivery(&cluster, &records, &sent, 3).await;
     assert_eq!(d.duplicates, 0);
     wait_until_drained(&gw).await;
     gw.stop().await;
@@ -174,7 +205,7 @@ async fn a_broker_killed_with_sigkill_mid_stream_and_restarted_loses_nothing() {
     sent.extend(append(&gw, &topic, KEYS, 200, 5).await);
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 600, WAIT).await;
-    let d = check_delivery(&records, &sent, 2);
+    let d = check_delivery(&cluster, &records, &sent, 2).await;
     eprintln!(
         "broker SIGKILL: {} records for 600 events, {} duplicates",
         records.len(),
@@ -183,6 +214,49 @@ async fn a_broker_killed_with_sigkill_mid_stream_and_restarted_loses_nothing() {
     gw.stop().await;
 }
 
+/// Events the gateway has handed to Kafka so far (acknowledged and deleted from the outbox).
+fn delivered(s: &Stats) -> u64 {
+    s.durable_seq.saturating_sub(s.pending_events)
+}
+
+/// Waits until the gateway is mid-stream: it has delivered at least 50 more events since the
+/// call, and more events still wait in its outbox, so produce requests are under way.
+async fn wait_mid_stream(gw: &TestGateway) -> Stats {
+    let start = delivered(&gw.outbox().stats());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = gw.outbox().stats();
+        if delivered(&s) >= start + 50 && s.pending_events > 0 {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway is not delivering a stream: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How many records each leader appended, given the leader epoch each leader started with
+/// (`epochs[i]` for the i-th leader, ascending). The broker stamps every batch with the
+/// epoch of the leader that appended it.
+fn appended_per_leader(records: &[ConsumedRecord], epochs: &[i32]) -> Vec<usize> {
+    let mut counts = vec![0; epochs.len()];
+    for r in records {
+        let epoch = r.leader_epoch.expect("records carry a leader epoch");
+        let leader = epochs.iter().rposition(|&start| epoch >= start);
+        let leader = leader.unwrap_or_else(|| panic!("epoch {epoch} is older than {epochs:?}"));
+        counts[leader] += 1;
+    }
+    counts
+}
+
+/// The leader moves twice (1 → 2 → 3, the old leader staying up, so a request to it gets
+/// NOT_LEADER_OR_FOLLOWER) while the gateway streams: each move starts only once the gateway
+/// has delivered since the previous one and still has a backlog. The broker's leader epochs
+/// on the records prove that every leader appended part of the stream, i.e. the producer
+/// followed both moves mid-stream; if a move fell before or after the stream, or the gateway
+/// stopped following, a leader would have appended nothing (or delivery would stall).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_partition_leadership_while_producing_loses_nothing_and_keeps_key_order() {
     let cluster = KafkaCluster::start(3).await;
@@ -190,60 +264,103 @@ async fn moving_partition_leadership_while_producing_loses_nothing_and_keeps_key
     cluster
         .create_topic_with_assignment(&topic, &[&[1, 2, 3]])
         .await;
+    let mut epochs = vec![cluster.leader_epoch(&topic, 0).await];
     let gw = TestGateway::spawn(|s| kafka_settings(s, cluster.bootstrap(), 1, 3)).await;
+    let stop = Arc::new(AtomicBool::new(false));
     let producer = {
-        let (outbox, topic) = (gw.outbox().clone(), topic.clone());
+        let (outbox, topic, stop) = (gw.outbox().clone(), topic.clone(), stop.clone());
         tokio::spawn(async move {
             let mut sent = Vec::new();
-            for i in 0..60 {
-                let events = (0..10)
-                    .map(|j| {
-                        let key = KEYS[(i * 10 + j) % KEYS.len()];
-                        NewEvent::now("test.event", &topic, key, None, &(i * 10 + j))
-                    })
+            while !stop.load(Ordering::Relaxed) {
+                let n = sent.len();
+                let events = (n..n + 10)
+                    .map(|i| NewEvent::now("test.event", &topic, KEYS[i % KEYS.len()], None, &i))
                     .collect();
                 let w = Write {
                     events,
                     records: vec![],
                 };
                 sent.extend(outbox.append(w).await.expect("append"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             sent
         })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    cluster.move_leader(&topic, 0, 2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    cluster.move_leader(&topic, 0, 3).await;
+    let mut backlogs = Vec::new();
+    for leader in [2, 3] {
+        backlogs.push(wait_mid_stream(&gw).await.pending_events);
+        cluster.move_leader(&topic, 0, leader).await;
+        epochs.push(cluster.leader_epoch(&topic, 0).await);
+    }
+    wait_mid_stream(&gw).await;
+    stop.store(true, Ordering::Relaxed);
     let sent = producer.await.unwrap();
     wait_until_drained(&gw).await;
     assert_eq!(cluster.leader_of(&topic, 0).await, Some(3));
     let records = cluster.wait_for_records(&topic, sent.len(), WAIT).await;
-    let d = check_delivery(&records, &sent, 1);
+    let d = check_delivery(&cluster, &records, &sent, 1).await;
+
+    let per_leader = appended_per_leader(&records, &epochs);
     eprintln!(
-        "leader moves: {} events, {} duplicates",
+        "leader moves: {} events, {} duplicates, backlog at the moves {backlogs:?}, \
+         appended by leaders 1/2/3 {per_leader:?} (epochs {epochs:?})",
         sent.len(),
         d.duplicates
+    );
+    assert!(
+        per_leader.iter().all(|&n| n > 0),
+        "every leader must have appended part of the stream (1/2/3: {per_leader:?}, epochs \
+         {epochs:?}): a move did not happen mid-stream or the producer did not follow it"
     );
     gw.stop().await;
 }
 
+/// Waits until the cluster no longer lists `topic`.
+async fn wait_until_gone(cluster: &KafkaCluster, topic: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster.list_topics().await.iter().any(|t| t == topic) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{topic} still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Only routegate can recreate the topic here: this broker has `auto.create.topics.enable`
+/// off (asked of the broker itself, not taken from the harness's config), so the Metadata
+/// lookups rskafka sends with `allow_auto_topic_creation` set create nothing; and the recreated
+/// topic must have routegate's `kafka.topic_partitions` (2), not the broker's `num.partitions` (1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_deleted_while_running_is_recreated_and_delivery_resumes() {
-    let cluster = kafka::shared().await;
+    let no_auto_create = ("auto.create.topics.enable".to_owned(), "false".to_owned());
+    let cluster = KafkaCluster::start_with(ClusterOptions {
+        broker_properties: vec![no_auto_create],
+        ..ClusterOptions::default()
+    })
+    .await;
+    let auto_create = cluster.broker_config(1, "auto.create.topics.enable").await;
+    assert_eq!(
+        auto_create.as_deref(),
+        Some("false"),
+        "the broker auto-creates topics"
+    );
     let topic = kafka::unique_topic("deleted");
     let gw = TestGateway::spawn(|s| kafka_settings(s, cluster.bootstrap(), 2, 1)).await;
     let first = append(&gw, &topic, KEYS, 50, 5).await;
     cluster.wait_for_records(&topic, 50, WAIT).await;
     wait_until_drained(&gw).await;
     cluster.delete_topic(&topic).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until_gone(&cluster, &topic).await;
     let second = append(&gw, &topic, KEYS, 50, 5).await;
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 50, WAIT).await;
-    let partitions = cluster.describe_topic(&topic).await.partitions.len() as i32;
-    check_delivery(&records, &second, partitions);
+    let partitions = cluster.describe_topic(&topic).await.partitions.len();
+    assert_eq!(
+        partitions, 2,
+        "created with routegate's kafka.topic_partitions"
+    );
+    check_delivery(&cluster, &records, &second, 2).await;
     let old: Vec<_> = first.iter().map(|e| e.id.to_string()).collect();
     assert!(
         records
@@ -285,7 +402,7 @@ async fn a_full_quota_refuses_appends_drops_nothing_and_accepts_again_once_drain
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 50, WAIT).await;
     let all: Vec<_> = sent.into_iter().chain(more).collect();
-    check_delivery(&records, &all, 1);
+    check_delivery(&cluster, &records, &all, 1).await;
     gw.stop().await;
 }
 
@@ -315,7 +432,7 @@ async fn a_corrupted_record_on_disk_is_dead_lettered_and_all_others_are_delivere
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 19, WAIT).await;
     let survivors: Vec<_> = sent.iter().filter(|e| e.seq != victim).cloned().collect();
-    let d = check_delivery(&records, &survivors, 1);
+    let d = check_delivery(cluster, &records, &survivors, 1).await;
     assert_eq!((records.len(), d.duplicates), (19, 0));
     let dead = gw.outbox().dead_letters(0, 10).unwrap();
     assert_eq!(dead.len(), 1);
@@ -330,7 +447,7 @@ async fn deliver_through(cluster: &KafkaCluster, configure: impl FnOnce(&mut Set
     let sent = append(&gw, &topic, KEYS, 20, 5).await;
     wait_until_drained(&gw).await;
     let records = cluster.wait_for_records(&topic, 20, WAIT).await;
-    check_delivery(&records, &sent, 1);
+    check_delivery(cluster, &records, &sent, 1).await;
     gw.stop().await;
 }
 
@@ -410,9 +527,87 @@ async fn a_wrong_sasl_password_keeps_events_queued_and_reports_the_failure() {
     gw.stop().await;
 }
 
-/// Shared options are what the shared broker runs with; this keeps the SASL/TLS tests honest.
-#[test]
-fn the_shared_broker_offers_sasl_and_tls_listeners() {
-    let o: ClusterOptions = kafka::shared_options();
-    assert!(o.sasl && o.tls);
+/// A secured listener checked on the wire: before authenticating it answers ApiVersions but
+/// hangs up on anything else; it offers PLAIN and both SCRAMs; a wrong PLAIN password gets
+/// SASL_AUTHENTICATION_FAILED; the right one opens a session in which Metadata is answered,
+/// naming this listener's port.
+fn check_sasl_listener(connect: impl Fn() -> WireClient, port: u16, user: SaslUser) {
+    let mut c = connect();
+    assert_eq!(c.api_versions(), Ok(wire::NONE));
+    let unauthenticated = c.metadata_ports();
+    assert!(
+        unauthenticated.is_err(),
+        "answered Metadata without authentication: {unauthenticated:?}"
+    );
+
+    let mut c = connect();
+    let (code, mechanisms) = c.sasl_handshake("PLAIN").expect("SaslHandshake answered");
+    assert_eq!(code, wire::NONE);
+    for m in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        assert!(
+            mechanisms.iter().any(|e| e == m),
+            "{m} not in {mechanisms:?}"
+        );
+    }
+    let wrong = c.sasl_plain(user.username, "not-the-password");
+    assert_eq!(wrong, Ok(wire::SASL_AUTHENTICATION_FAILED));
+
+    let mut c = connect();
+    assert_eq!(
+        c.sasl_handshake("PLAIN").map(|(code, _)| code),
+        Ok(wire::NONE)
+    );
+    assert_eq!(c.sasl_plain(user.username, user.password), Ok(wire::NONE));
+    assert_eq!(c.metadata_ports(), Ok(vec![port]));
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("host:port")
+}
+
+/// The SASL and TLS delivery tests above are only worth something if the shared broker's
+/// secured listeners really demand SASL and speak TLS. Checked with a hand-framed client
+/// (neither rskafka nor Kafka's Java client): the PLAINTEXT listener answers the same probes
+/// without either, so the probes are valid requests and the refusals come from security.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_broker_offers_sasl_and_tls_listeners() {
+    let cluster = kafka::shared().await;
+    let (plain, sasl) = (cluster.bootstrap(), cluster.sasl_bootstrap());
+    let (ssl, sasl_ssl) = (cluster.ssl_bootstrap(), cluster.sasl_ssl_bootstrap());
+    let (ca, user) = (cluster.tls_ca_pem(), cluster.sasl_user());
+    let probes = move || {
+        let mut c = WireClient::plain(&plain);
+        assert_eq!(c.metadata_ports(), Ok(vec![port_of(&plain)]));
+        let refused = c.sasl_handshake("PLAIN").map(|(code, _)| code);
+        assert_eq!(
+            refused,
+            Ok(wire::ILLEGAL_SASL_STATE),
+            "PLAINTEXT has no SASL"
+        );
+
+        check_sasl_listener(|| WireClient::plain(&sasl), port_of(&sasl), user);
+        let tls_on_sasl = WireClient::tls(&sasl, &ca).map(drop);
+        assert!(tls_on_sasl.is_err(), "SASL_PLAINTEXT spoke TLS");
+
+        let plaintext_on_ssl = WireClient::plain(&ssl).api_versions();
+        assert!(
+            plaintext_on_ssl.is_err(),
+            "SSL answered plaintext: {plaintext_on_ssl:?}"
+        );
+        let mut c = WireClient::tls(&ssl, &ca).expect("TLS with the harness CA on SSL");
+        assert_eq!(c.metadata_ports(), Ok(vec![port_of(&ssl)]));
+
+        let plaintext_on_sasl_ssl = WireClient::plain(&sasl_ssl).api_versions();
+        assert!(
+            plaintext_on_sasl_ssl.is_err(),
+            "SASL_SSL answered plaintext"
+        );
+        let tls = || WireClient::tls(&sasl_ssl, &ca).expect("TLS with the harness CA on SASL_SSL");
+        check_sasl_listener(tls, port_of(&sasl_ssl), user);
+    };
+    tokio::task::spawn_blocking(probes)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 }

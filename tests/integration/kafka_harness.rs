@@ -157,6 +157,8 @@ async fn records_produced_with_rskafka_are_read_back_byte_identical_by_the_indep
                     partition,
                     offset,
                     timestamp_ms: r.timestamp.timestamp_millis(),
+                    // The topic's first leader: epoch 0.
+                    leader_epoch: Some(0),
                     key: r.key,
                     value: r.value,
                     headers: r.headers.into_iter().collect(),

@@ -7,6 +7,8 @@
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 use super::cluster::KafkaCluster;
@@ -197,6 +199,34 @@ impl KafkaCluster {
         let moved = |leader| leader == Some(new_leader);
         self.wait_for_leader(topic, partition, Duration::from_secs(30), moved)
             .await;
+    }
+
+    /// Node `node`'s effective value of the broker setting `name` (Admin `describeConfigs`),
+    /// `None` when it has none: what the broker says it runs with, not what the harness wrote.
+    pub async fn broker_config(&self, node: i32, name: &str) -> Option<String> {
+        let args = json!({ "node": node, "name": name });
+        let value = self.tool_or_panic("broker-config", args).await;
+        serde_json::from_value(value).expect("broker-config answers a string or null")
+    }
+
+    /// The partition's current leader epoch, as its leader answers ListOffsets(LATEST). A new
+    /// leader sets it when it takes over, so every record appended after this call carries
+    /// this epoch or a later one ([`ConsumedRecord::leader_epoch`]).
+    pub async fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
+        let args = json!({ "name": topic, "partition": partition });
+        let epoch = self.tool_or_panic("leader-epoch", args).await;
+        serde_json::from_value(epoch).expect("leader-epoch answers a number")
+    }
+
+    /// The partition Kafka's own Java producer (its default partitioner) chooses for each of
+    /// `keys` in a topic of `partitions` partitions, in the order of `keys`. Measured, not
+    /// computed: the tool JVM sends each key to a scratch topic `routegate-java-partitioner-<n>`
+    /// of this cluster and reports where the broker stored it.
+    pub async fn producer_partitions(&self, partitions: i32, keys: &[&[u8]]) -> Vec<i32> {
+        let keys: Vec<String> = keys.iter().map(|k| BASE64.encode(k)).collect();
+        let args = json!({ "partitions": partitions, "keys": keys });
+        let chosen = self.tool_or_panic("producer-partitions", args).await;
+        serde_json::from_value(chosen).expect("producer-partitions answers a list of partitions")
     }
 
     /// Runs any main class on the Kafka classpath in a fresh tool JVM (under the Watchdog), e.g.

@@ -55,7 +55,8 @@
 //!
 //! routegate produces with rskafka, so the tests never read back with rskafka: the admin
 //! calls and [`KafkaCluster::read_topic`] go through `KafkaTool.java`, one long-lived JVM per
-//! cluster that uses Kafka's own `Admin` and `KafkaConsumer` (`tool.rs`, `admin.rs`).
+//! cluster that uses Kafka's own `Admin`, `KafkaConsumer` and `KafkaProducer` (`tool.rs`,
+//! `admin.rs`). What a listener speaks is probed with a third client, framed by hand (`wire.rs`).
 
 mod addresses;
 mod admin;
@@ -67,6 +68,8 @@ mod nodes;
 mod process;
 mod tls;
 mod tool;
+/// A hand-framed Kafka client that probes what a listener speaks (SASL, TLS).
+pub mod wire;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

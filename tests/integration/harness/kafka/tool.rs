@@ -29,6 +29,9 @@ pub struct ConsumedRecord {
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: i64,
+    /// The partition leader epoch the broker stamped on the record's batch when it appended
+    /// it: which leader wrote the record. `None` for batches without one.
+    pub leader_epoch: Option<i32>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     /// In record order; duplicates kept. A null header value becomes an empty vector.
@@ -57,6 +60,7 @@ struct RawRecord {
     partition: i32,
     offset: i64,
     timestamp: i64,
+    leader_epoch: Option<i32>,
     key: Option<String>,
     value: Option<String>,
     headers: Vec<(String, Option<String>)>,
@@ -69,6 +73,7 @@ impl From<RawRecord> for ConsumedRecord {
             partition: raw.partition,
             offset: raw.offset,
             timestamp_ms: raw.timestamp,
+            leader_epoch: raw.leader_epoch,
             key: raw.key.map(decode),
             value: raw.value.map(decode),
             headers: raw

@@ -13,29 +13,45 @@ import java.util.Optional;
 import java.util.Properties;
 import java.util.Set;
 import java.util.TreeMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.NewPartitionReassignment;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.admin.TopicListing;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.ElectionType;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.ElectionNotNeededException;
+import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /** The commands of {@link KafkaTool}; each takes its JSON arguments and returns a JSON result. */
 final class Commands {
     private static final Base64.Encoder B64 = Base64.getEncoder();
+    private static final Base64.Decoder B64_DECODE = Base64.getDecoder();
     private final Admin admin;
     private final String bootstrap;
+    /** Kafka's own producer for {@code producer-partitions}, made on first use. */
+    private KafkaProducer<byte[], byte[]> producer;
 
     Commands(Admin admin, String bootstrap) {
         this.admin = admin;
@@ -53,6 +69,9 @@ final class Commands {
             case "read-topic": return readTopic(args.path("name").asText(), args.path("timeout_ms").asLong(30000));
             case "reassign": return reassign(args);
             case "elect-preferred": return electPreferred(args);
+            case "leader-epoch": return leaderEpoch(args);
+            case "broker-config": return brokerConfig(args);
+            case "producer-partitions": return producerPartitions(args);
             default: throw new IllegalArgumentException("unknown command " + cmd);
         }
     }
@@ -173,6 +192,79 @@ final class Commands {
         return KafkaTool.JSON.nullNode();
     }
 
+    /** A broker's effective value of one configuration key (DescribeConfigs), or null. */
+    private JsonNode brokerConfig(JsonNode args) throws Exception {
+        ConfigResource broker = new ConfigResource(ConfigResource.Type.BROKER, args.path("node").asText());
+        Config config = admin.describeConfigs(List.of(broker)).all().get().get(broker);
+        ConfigEntry entry = config.get(args.path("name").asText());
+        if (entry == null || entry.value() == null) {
+            return KafkaTool.JSON.nullNode();
+        }
+        return KafkaTool.JSON.getNodeFactory().textNode(entry.value());
+    }
+
+    /**
+     * The partition's current leader epoch as its leader reports it: ListOffsets(LATEST) answers
+     * the latest epoch of the leader's epoch cache, which a new leader sets when it takes over,
+     * before it appends anything. Records appended from then on carry this epoch or a later one.
+     */
+    private JsonNode leaderEpoch(JsonNode args) throws Exception {
+        TopicPartition tp = new TopicPartition(args.path("name").asText(), args.path("partition").asInt());
+        Optional<Integer> epoch =
+                admin.listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp).get().leaderEpoch();
+        if (epoch.isEmpty()) {
+            throw new IllegalStateException("the leader of " + tp + " reported no leader epoch");
+        }
+        return KafkaTool.JSON.getNodeFactory().numberNode(epoch.get());
+    }
+
+    /**
+     * The partition Kafka's own producer (default partitioner, default settings for keyed
+     * records) chooses for each key (base64) when the topic has {@code partitions} partitions.
+     * Not computed here: each key is really sent, with an empty value, to the scratch topic
+     * {@code routegate-java-partitioner-<partitions>}, and the answer is where the broker stored it.
+     */
+    private JsonNode producerPartitions(JsonNode args) throws Exception {
+        int partitions = args.path("partitions").asInt();
+        String topic = "routegate-java-partitioner-" + partitions;
+        try {
+            admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all().get();
+        } catch (ExecutionException e) {
+            if (!(e.getCause() instanceof TopicExistsException)) {
+                throw e;
+            }
+        }
+        waitForLeaders(topic, System.nanoTime() + Duration.ofSeconds(30).toNanos());
+        List<Future<RecordMetadata>> sent = new ArrayList<>();
+        for (JsonNode key : args.get("keys")) {
+            byte[] bytes = B64_DECODE.decode(key.asText());
+            sent.add(producer().send(new ProducerRecord<>(topic, bytes, new byte[0])));
+        }
+        ArrayNode out = KafkaTool.array();
+        for (Future<RecordMetadata> metadata : sent) {
+            out.add(metadata.get(60, TimeUnit.SECONDS).partition());
+        }
+        return out;
+    }
+
+    /**
+     * acks=1 (so a scratch topic with one replica works under any min.insync.replicas), which
+     * needs idempotence off; neither takes part in choosing a partition.
+     */
+    private synchronized KafkaProducer<byte[], byte[]> producer() {
+        if (producer == null) {
+            Properties props = new Properties();
+            props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+            props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+            props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+            props.put(ProducerConfig.ACKS_CONFIG, "1");
+            props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
+            props.put(ProducerConfig.LINGER_MS_CONFIG, "0");
+            producer = new KafkaProducer<>(props);
+        }
+        return producer;
+    }
+
     /** Every record of every partition, from the beginning up to the end offsets at call time. */
     private JsonNode readTopic(String name, long timeoutMs) throws Exception {
         try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerProps())) {
@@ -228,6 +320,7 @@ final class Commands {
         out.put("partition", r.partition());
         out.put("offset", r.offset());
         out.put("timestamp", r.timestamp());
+        r.leaderEpoch().ifPresentOrElse(epoch -> out.put("leader_epoch", epoch), () -> out.putNull("leader_epoch"));
         out.put("key", r.key() == null ? null : B64.encodeToString(r.key()));
         out.put("value", r.value() == null ? null : B64.encodeToString(r.value()));
         ArrayNode headers = out.putArray("headers");
