@@ -32,9 +32,13 @@
 //!   counts against the request's deadline, so overload shows as 503s, not as a stalled CPU.
 //! * **Reads go straight to the trees** on the blocking pool; they may see a state that is a
 //!   moment old but never a half-written one.
+//! * **Events stay small.** A stop change announces only what changed and the route's new
+//!   `version` ([`announce`]); the whole route goes out only when the plan changes
+//!   (`route.optimized`, a re-plan).
 //!
 //! Status transitions are in [`lifecycle`].
 
+pub mod announce;
 pub mod keys;
 pub mod lifecycle;
 mod positions;

@@ -563,20 +563,47 @@ async fn the_stop_status_flow_produces_route_updated_in_kafka() {
                 v["change"]["stopId"].clone(),
                 v["change"]["to"].clone(),
                 v["status"].clone(),
+                v["version"].clone(),
+                v["stop"]["status"].clone(),
             )
         })
         .collect();
     assert_eq!(
         changes,
         [
-            (json!("stop-1"), json!("arrived"), json!("in_progress")),
-            (json!("stop-1"), json!("completed"), json!("in_progress")),
-            (json!("stop-2"), json!("skipped"), json!("completed")),
+            (
+                json!("stop-1"),
+                json!("arrived"),
+                json!("in_progress"),
+                json!(2),
+                json!("arrived")
+            ),
+            (
+                json!("stop-1"),
+                json!("completed"),
+                json!("in_progress"),
+                json!(3),
+                json!("completed")
+            ),
+            (
+                json!("stop-2"),
+                json!("skipped"),
+                json!("completed"),
+                json!(4),
+                json!("skipped")
+            ),
         ]
     );
+    for v in &values {
+        assert!(
+            v.get("optimizedStops").is_none(),
+            "a stop change is a delta: {v}"
+        );
+    }
     let planned = cluster.wait_for_records(&optimized, 1, wait).await;
     let v: Value = serde_json::from_slice(planned[0].value.as_deref().unwrap()).unwrap();
     assert_eq!(v["routeId"], id.as_str());
     assert_eq!(v["optimizedStops"].as_array().unwrap().len(), 2);
+    assert_eq!(v["version"], 1);
     gw.stop().await;
 }
