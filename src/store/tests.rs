@@ -17,7 +17,26 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+fn topics() -> Topics {
+    Topics {
+        route_optimized: "opt".into(),
+        route_updated: "upd".into(),
+        vehicle_position: "pos".into(),
+    }
+}
+
+fn limit(max_bytes: u64) -> RecordLimit {
+    RecordLimit {
+        max_bytes,
+        ..RecordLimit::from(&Settings::default().kafka)
+    }
+}
+
 fn fixture_with(adjust: impl FnOnce(&mut StorageConfig)) -> Fixture {
+    fixture_limited(adjust, Settings::default().kafka.max_record_bytes)
+}
+
+fn fixture_limited(adjust: impl FnOnce(&mut StorageConfig), max_record_bytes: u64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = StorageConfig {
         data_dir: dir.path().to_path_buf(),
@@ -25,12 +44,8 @@ fn fixture_with(adjust: impl FnOnce(&mut StorageConfig)) -> Fixture {
     };
     adjust(&mut cfg);
     let outbox = Outbox::open(dir.path(), &cfg, TREES).unwrap();
-    let topics = Topics {
-        route_optimized: "opt".into(),
-        route_updated: "upd".into(),
-        vehicle_position: "pos".into(),
-    };
-    let store = Store::new(outbox.clone(), topics, optimize::Params::default());
+    let params = optimize::Params::default();
+    let store = Store::new(outbox.clone(), topics(), params, limit(max_record_bytes));
     Fixture {
         store,
         outbox,
@@ -585,4 +600,69 @@ async fn a_stop_change_on_a_2000_stop_route_is_announced_in_an_event_as_small_as
         sizes[0] <= sizes[1] + 64,
         "record bytes of the stop change on 2,000 and 3 stops: {sizes:?}"
     );
+}
+
+#[tokio::test]
+async fn an_event_over_the_kafka_record_limit_is_refused_before_anything_is_written() {
+    // A route of 6 stops announces itself in about 3.7 KB, one of 40 stops in about 19 KB.
+    let f = fixture_limited(|_| {}, 8 * 1024);
+    let err = f
+        .store
+        .create_route("v1".into(), long_problem(40), soon())
+        .await;
+    match err {
+        Err(Error::EventTooLarge { kind, bytes, limit }) => {
+            assert_eq!((kind.as_str(), limit), ("route.optimized", 8 * 1024));
+            assert!(bytes > limit, "{bytes}");
+        }
+        other => panic!(
+            "expected EventTooLarge, got {:?}",
+            other.map(|r| r.route_id)
+        ),
+    }
+    assert_eq!(f.outbox.stats().log_events, 0, "nothing was acknowledged");
+    let none = f
+        .store
+        .track("v1", vec![fix(40.7, -74.0, 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        none.route_id, None,
+        "the vehicle record was not written either"
+    );
+
+    let r = f
+        .store
+        .create_route("v1".into(), long_problem(6), soon())
+        .await
+        .unwrap();
+    // Under a limit the whole route no longer fits in, stop changes still do (about 700 bytes),
+    // but a re-plan, which announces the whole route, is refused and changes nothing.
+    let tight = Store::new(
+        f.outbox.clone(),
+        topics(),
+        optimize::Params::default(),
+        limit(2048),
+    );
+    tight
+        .update_stop(&r.route_id, "s0", update(StopStatus::Completed))
+        .await
+        .unwrap();
+    let logged = f.outbox.stats().log_events;
+    let err = tight.reoptimize(&r.route_id, soon()).await;
+    assert!(
+        matches!(&err, Err(Error::EventTooLarge { kind, .. }) if kind == "route.updated"),
+        "{err:?}"
+    );
+    assert_eq!(f.outbox.stats().log_events, logged);
+    assert_eq!(f.store.route(&r.route_id).await.unwrap().version, 2);
+    // GPS fixes too: a vehicle id of 1,000 characters is in the key and in the payload.
+    let err = tight
+        .track(&"v".repeat(1000), vec![fix(40.7, -74.0, 0)])
+        .await;
+    assert!(
+        matches!(&err, Err(Error::EventTooLarge { kind, .. }) if kind == "vehicle.position"),
+        "{err:?}"
+    );
+    assert_eq!(f.outbox.stats().log_events, logged);
 }

@@ -302,12 +302,14 @@ impl Store {
     }
 
     /// Append; `Ok(false)` when a compare-and-set failed and the caller should start over.
+    /// An event too large for a Kafka record is refused before anything is written.
     async fn commit(
         &self,
         events: Vec<NewEvent>,
         records: Vec<RecordOp>,
         attempts: &mut usize,
     ) -> Result<bool> {
+        self.limit.check(&events)?;
         match self.outbox.append(Write { events, records }).await {
             Ok(_) => Ok(true),
             Err(queue::Error::Conflict { .. }) => {

@@ -607,3 +607,41 @@ async fn the_stop_status_flow_produces_route_updated_in_kafka() {
     assert_eq!(v["version"], 1);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_over_kafka_max_record_bytes_is_refused_with_413_before_it_is_acknowledged() {
+    // The seed route (2 stops) announces itself in 1.9 KB as a Kafka record, ten stops in more
+    // than 4 KB.
+    let gw = TestGateway::spawn(|s| s.kafka.max_record_bytes = 4096).await;
+    let (status, body) = gw
+        .post_json("/traffic/routes/optimize", &ten_stops("truck-413"))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("event_too_large")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("kafka.max_record_bytes (4096)")
+    );
+    assert_eq!(
+        gw.outbox().stats().log_events,
+        0,
+        "nothing was acknowledged"
+    );
+    // A route that fits, and its stop changes, which are small whatever the route's length.
+    let route = plan(&gw, &seed()).await;
+    let id = route["routeId"].as_str().unwrap();
+    let (status, body) = patch(
+        &gw,
+        &format!("/traffic/routes/{id}/stops/stop-1"),
+        &json!({"status": "arrived"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(gw.outbox().stats().log_events, 2);
+    gw.stop().await;
+}
