@@ -163,7 +163,12 @@ impl App {
             outbox: outbox.clone(),
             delivery,
             metrics: metrics::install(),
-            store: Store::new(outbox.clone(), topics(&settings.kafka.topics), params),
+            store: Store::new(
+                outbox.clone(),
+                topics(&settings.kafka.topics),
+                params,
+                store::RecordLimit::from(&settings.kafka),
+            ),
             tokens,
             ws: hub.clone(),
             rate: RateLimiter::new(

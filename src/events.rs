@@ -5,7 +5,7 @@
 //! its sequence number inside the atomic write. The payload is opaque JSON bytes: changes to the
 //! business payload never touch the storage format.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -54,6 +54,56 @@ impl NewEvent {
             payload: serde_json::to_vec(payload).expect("serializing a JSON value cannot fail"),
         }
     }
+
+    /// Bytes of the Kafka record this event becomes (see [`record_size`]); `source` is
+    /// `kafka.event_source`.
+    pub fn record_size(&self, source: &str) -> usize {
+        let headers = record_headers(
+            self.id,
+            &self.kind,
+            self.route_id.as_deref(),
+            self.created_at_us,
+            source,
+        );
+        record_size(&self.key, &self.payload, &headers)
+    }
+}
+
+/// The headers of an event's Kafka record: the CloudEvents Kafka protocol binding in binary
+/// mode (`ce_specversion`, `ce_id`, `ce_type`, `ce_source`, `ce_time`, `ce_subject` when the
+/// event belongs to a route, `content-type`). One definition for the sink that writes them and
+/// for the store that checks, before acknowledging, that the record will fit.
+pub fn record_headers(
+    id: Uuid,
+    kind: &str,
+    route_id: Option<&str>,
+    created_at_us: i64,
+    source: &str,
+) -> Vec<(&'static str, String)> {
+    let time = Utc
+        .timestamp_micros(created_at_us)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Micros, true);
+    let mut h = vec![
+        ("ce_specversion", "1.0".to_string()),
+        ("ce_id", id.to_string()),
+        ("ce_type", kind.to_string()),
+        ("ce_source", source.to_string()),
+        ("ce_time", time),
+    ];
+    if let Some(route) = route_id {
+        h.push(("ce_subject", route.to_string()));
+    }
+    h.push(("content-type", "application/json".to_string()));
+    h
+}
+
+/// Bytes a Kafka record occupies as the drain counts them against `kafka.max_record_bytes`:
+/// key, value, and every header's name and value (what rskafka's `approximate_size` counts).
+pub fn record_size(key: &str, payload: &[u8], headers: &[(&'static str, String)]) -> usize {
+    let headers: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    key.len() + payload.len() + headers
 }
 
 /// A sequenced event, as stored in the outbox and the event log.
@@ -97,6 +147,22 @@ impl Envelope {
     /// The payload as JSON (`null` if a corrupt payload slipped past the checksum).
     pub fn payload_json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The headers of this event's Kafka record ([`record_headers`]).
+    pub fn record_headers(&self, source: &str) -> Vec<(&'static str, String)> {
+        record_headers(
+            self.id,
+            &self.kind,
+            self.route_id.as_deref(),
+            self.created_at_us,
+            source,
+        )
+    }
+
+    /// Bytes of this event's Kafka record ([`record_size`]).
+    pub fn record_size(&self, source: &str) -> usize {
+        record_size(&self.key, &self.payload, &self.record_headers(source))
     }
 
     /// Bytes this event occupies in the queue quota.
@@ -163,5 +229,21 @@ mod tests {
         assert_eq!(env.seq, 5);
         assert_eq!(env.payload_json()["x"], 1);
         assert!((Utc::now() - env.created_at()).num_seconds().abs() < 60);
+    }
+
+    #[test]
+    fn an_event_has_the_same_record_size_before_and_after_it_is_sequenced() {
+        for route in [Some("r-1"), None] {
+            let e = NewEvent::now(ROUTE_UPDATED, "t", "veh-1", route, &serde_json::json!({}));
+            let size = e.record_size("urn:x");
+            let env = Envelope::sequenced(7, e);
+            assert_eq!(env.record_size("urn:x"), size);
+            let headers: usize = env
+                .record_headers("urn:x")
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum();
+            assert_eq!(size, "veh-1".len() + env.payload.len() + headers);
+        }
     }
 }

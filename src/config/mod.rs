@@ -157,7 +157,8 @@ pub struct KafkaConfig {
     pub batch_max_bytes: u64,
     /// How long the drain waits for more events before it sends a partial batch.
     pub linger_ms: u64,
-    /// A record larger than this is dead-lettered instead of blocking its partition forever.
+    /// A record larger than this is dead-lettered instead of blocking its partition forever; the
+    /// API refuses (413) a request whose event would be one, before acknowledging it.
     pub max_record_bytes: u64,
     /// Deadline of every Kafka call (rskafka has none of its own).
     pub request_timeout_ms: u64,

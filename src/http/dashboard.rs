@@ -10,7 +10,8 @@
 //! ```text
 //! load ─▶ WebSocket /traffic/routes/ws (routegate.v1) ─▶ hello ─▶ REST: GET /traffic/routes,
 //!          │                                                      then each route
-//!          ├─ route.optimized / route.updated ─▶ replace the route if not older (updatedAt)
+//!          ├─ route.optimized, re-plan ─▶ replace the route unless the page's version is newer
+//!          ├─ stop change (route.updated) ─▶ apply to version - 1; else GET the route again
 //!          ├─ vehicle.position ─▶ move the vehicle, shift its route's ETAs by the delay
 //!          ├─ kafka.status ─▶ header; GET /traffic/routes/kafka-health also every 5 s
 //!          ├─ reset ─▶ reload over REST       lagged ─▶ reconnect with since
@@ -18,8 +19,11 @@
 //! ```
 //!
 //! Every message's `seq` is a resume point (see [`super::ws`]), so the page keeps the last one
-//! and resumes from it: no event is missed across a drop. Routes are last-writer-wins by
-//! `updatedAt`, so the REST load and the live stream may interleave in any order.
+//! and resumes from it: no event is missed across a drop. A stop change's `route.updated`
+//! carries only the change and the route's new `version`; the page applies it to the route it
+//! holds when that is the version just before, and otherwise (it missed a change, or never held
+//! the route) reads the route again with `GET /traffic/routes/{id}`. The newer version wins, so
+//! the REST load and the live stream may interleave in any order.
 //!
 //! The files are public even when API tokens are configured (they hold no data); the page takes
 //! its token from `?token=` and sends it as `Authorization: Bearer` to the REST API and as the

@@ -40,6 +40,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The event this request would append is larger than a Kafka record may be (413, like a
+    /// body over the limit); nothing was written.
+    #[error("{0}")]
+    EventTooLarge(String),
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
     /// Nothing was written; the client should retry after `retry_after_secs`.
@@ -69,6 +73,7 @@ impl From<store::Error> for ApiError {
                 field: Some(field),
             },
             S::Queue(q) => ApiError::from(q),
+            S::EventTooLarge { .. } => ApiError::EventTooLarge(e.to_string()),
             S::Busy | S::TimedOut => ApiError::Unavailable {
                 message: e.to_string(),
                 retry_after_secs: 1,
@@ -94,7 +99,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge | ApiError::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +115,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::EventTooLarge(_) => "event_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",

@@ -47,7 +47,7 @@ pub(super) fn rig(adjust: impl FnOnce(&mut Settings)) -> Rig {
         delivery,
         metrics: crate::metrics::install(),
         ws,
-        store: Store::new(outbox, topics, params),
+        store: Store::new(outbox, topics, params, store::RecordLimit::from(&s.kafka)),
         tokens: Tokens::load(&s.http.api_tokens, "").unwrap(),
         rate: RateLimiter::new(s.http.rate_limit_per_second, s.http.rate_limit_burst),
         limits: Limits::from_config(&s.http),
@@ -479,4 +479,23 @@ async fn accepted_connections_inherit_no_delay_from_the_listener() {
     let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (accepted, _) = listener.accept().await.unwrap();
     assert!(accepted.nodelay().unwrap());
+}
+
+#[tokio::test]
+async fn a_route_whose_event_would_not_fit_in_a_kafka_record_gets_413_and_is_not_stored() {
+    let r = rig(|s| s.kafka.max_record_bytes = 1024);
+    let (status, body) = call(&r.api, "POST", "/traffic/routes/optimize", Some(&seed())).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("event_too_large")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("route.optimized") && message.contains("kafka.max_record_bytes (1024)"),
+        "{message}"
+    );
+    let (_, page) = call(&r.api, "GET", "/traffic/routes", None).await;
+    assert_eq!(page["routes"], json!([]), "nothing was stored");
+    assert_eq!(r.api.outbox.stats().log_events, 0, "nothing was queued");
 }

@@ -28,7 +28,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::SecondsFormat;
 use rskafka::BackoffConfig;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
@@ -239,21 +238,10 @@ impl KafkaSink {
     }
 
     fn headers(&self, e: &Envelope) -> BTreeMap<String, Vec<u8>> {
-        let mut h = BTreeMap::new();
-        let mut put = |k: &str, v: &str| h.insert(k.to_string(), v.as_bytes().to_vec());
-        put("ce_specversion", "1.0");
-        put("ce_id", &e.id.to_string());
-        put("ce_type", &e.kind);
-        put("ce_source", &self.source);
-        put(
-            "ce_time",
-            &e.created_at().to_rfc3339_opts(SecondsFormat::Micros, true),
-        );
-        if let Some(route) = &e.route_id {
-            put("ce_subject", route);
-        }
-        put("content-type", "application/json");
-        h
+        e.record_headers(&self.source)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_bytes()))
+            .collect()
     }
 
     fn record(&self, e: &Envelope) -> Record {
@@ -309,8 +297,7 @@ impl EventSink for KafkaSink {
     }
 
     fn record_size(&self, e: &Envelope) -> usize {
-        let headers: usize = self.headers(e).iter().map(|(k, v)| k.len() + v.len()).sum();
-        e.key.len() + e.payload.len() + headers
+        e.record_size(&self.source)
     }
 }
 

@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Duration, FixedOffset};
 
-use super::record::{NextStop, Position, Route, RouteStatus, StopStatus};
+use super::record::{NextStop, Position, Route, RouteStatus, RouteStop, StopStatus};
 use crate::optimize::{Location, haversine_meters};
 
 /// Why a stop update cannot be applied.
@@ -142,11 +142,17 @@ pub fn seconds(s: f64) -> Duration {
     Duration::milliseconds(ms)
 }
 
+/// A stop's ETA: its planned arrival shifted by the vehicle's delay (0 when not tracked), while
+/// it is pending.
+pub fn eta(stop: &RouteStop, delay_seconds: Option<f64>) -> Option<DateTime<FixedOffset>> {
+    (stop.status == StopStatus::Pending)
+        .then(|| stop.plan.arrival_time + seconds(delay_seconds.unwrap_or(0.0)))
+}
+
 /// Fill in the ETAs of the pending stops from the vehicle's delay (0 when not tracked).
 pub fn fill_etas(route: &mut Route, delay_seconds: Option<f64>) {
-    let shift = seconds(delay_seconds.unwrap_or(0.0));
     for s in &mut route.optimized_stops {
-        s.eta = (s.status == StopStatus::Pending).then(|| s.plan.arrival_time + shift);
+        s.eta = eta(s, delay_seconds);
     }
     route.delay_seconds = delay_seconds;
 }

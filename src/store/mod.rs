@@ -32,9 +32,16 @@
 //!   counts against the request's deadline, so overload shows as 503s, not as a stalled CPU.
 //! * **Reads go straight to the trees** on the blocking pool; they may see a state that is a
 //!   moment old but never a half-written one.
+//! * **Events stay small, and fit in a Kafka record before they are acknowledged.** A stop change
+//!   announces only what changed and the route's new `version` ([`announce`]); the whole route
+//!   goes out only when the plan changes (`route.optimized`, a re-plan). An event that would
+//!   still be a record over `kafka.max_record_bytes` ([`RecordLimit`]) fails the operation with
+//!   [`Error::EventTooLarge`] before anything is written: the drain would dead-letter it after
+//!   the client had its answer.
 //!
 //! Status transitions are in [`lifecycle`].
 
+pub mod announce;
 pub mod keys;
 pub mod lifecycle;
 mod positions;
@@ -49,6 +56,8 @@ mod writes;
 
 use std::sync::Arc;
 
+use crate::config::KafkaConfig;
+use crate::events::NewEvent;
 use crate::optimize;
 use crate::queue::{self, Outbox};
 
@@ -84,6 +93,17 @@ pub enum Error {
     Optimizer(optimize::Error),
     #[error(transparent)]
     Queue(#[from] queue::Error),
+    /// The event announcing the change would be a Kafka record larger than the drain may send;
+    /// nothing was written.
+    #[error(
+        "the {kind} event of this request would be a Kafka record of {bytes} bytes, more than \
+         kafka.max_record_bytes ({limit}); nothing was written"
+    )]
+    EventTooLarge {
+        kind: String,
+        bytes: u64,
+        limit: u64,
+    },
     /// Other writers kept changing the record; nothing was written.
     #[error("the record kept changing concurrently; retry")]
     Busy,
@@ -119,12 +139,50 @@ pub struct Topics {
     pub vehicle_position: String,
 }
 
+/// What an event must fit in once it is a Kafka record (see the invariants above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordLimit {
+    /// `kafka.max_record_bytes`: the drain dead-letters a larger record.
+    pub max_bytes: u64,
+    /// `kafka.event_source`: the record's `ce_source` header counts towards its size.
+    pub source: String,
+}
+
+impl From<&KafkaConfig> for RecordLimit {
+    fn from(k: &KafkaConfig) -> Self {
+        RecordLimit {
+            max_bytes: k.max_record_bytes,
+            source: k.event_source.clone(),
+        }
+    }
+}
+
+impl RecordLimit {
+    /// [`Error::EventTooLarge`] for the first event whose record would be over the limit,
+    /// counted as the drain counts it ([`NewEvent::record_size`]).
+    fn check(&self, events: &[NewEvent]) -> Result<()> {
+        for e in events {
+            let bytes = e.record_size(&self.source) as u64;
+            if bytes > self.max_bytes {
+                return Err(Error::EventTooLarge {
+                    kind: e.kind.clone(),
+                    bytes,
+                    limit: self.max_bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A cloneable handle to the route store.
 #[derive(Clone)]
 pub struct Store {
     outbox: Outbox,
     trees: Arc<Trees>,
     topics: Arc<Topics>,
+    /// What every event must fit in, checked before it is appended.
+    limit: Arc<RecordLimit>,
     /// Solver parameters; `now` is filled in per request.
     params: Arc<optimize::Params>,
     /// One permit per core: solves queue here instead of oversubscribing the CPU.
@@ -151,7 +209,12 @@ impl Store {
     ///
     /// # Panics
     /// If the outbox was opened without the store's trees (a wiring mistake in `app`).
-    pub fn new(outbox: Outbox, topics: Topics, params: optimize::Params) -> Store {
+    pub fn new(
+        outbox: Outbox,
+        topics: Topics,
+        params: optimize::Params,
+        limit: RecordLimit,
+    ) -> Store {
         let tree = |name| {
             outbox
                 .domain_tree(name)
@@ -167,6 +230,7 @@ impl Store {
             outbox,
             trees: Arc::new(trees),
             topics: Arc::new(topics),
+            limit: Arc::new(limit),
             params: Arc::new(params),
             solvers: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -88,6 +88,7 @@ impl Store {
                     )
                 })
                 .collect();
+            self.limit.check(&events)?;
             let op = self.vehicle_op(vehicle_id, old.as_ref().map(|o| &o.0), &v);
             match self
                 .outbox

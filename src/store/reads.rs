@@ -1,9 +1,9 @@
 //! Reads: a route with its live ETAs, route lists, the audit trail.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
-use super::record::{Route, RouteRecord, RouteStatus, StopStatus, VehicleRecord};
+use super::record::{Position, Route, RouteRecord, RouteStatus, StopStatus, VehicleRecord};
 use super::{Error, Result, Store, Trees, keys, lifecycle, read_record};
 use super::{ROUTES, VEHICLES};
 use crate::events::Envelope;
@@ -108,22 +108,13 @@ pub(super) fn load_vehicle(
 
 /// The route as clients see it: ETAs and position when it is its vehicle's active route.
 pub(super) fn view(mut route: Route, vehicle: Option<&VehicleRecord>) -> Route {
-    let active = vehicle.and_then(|v| {
-        v.active_route
-            .as_ref()
-            .filter(|a| a.route_id == route.route_id)
-            .map(|a| (a.delay_seconds, v.last_position))
-    });
-    match active {
-        Some((delay, position)) => {
-            lifecycle::fill_etas(&mut route, Some(delay));
-            route.last_position = position;
-        }
-        None => lifecycle::fill_etas(&mut route, None),
+    let (delay, position) = live(&route, vehicle);
+    let etas: Vec<_> = etas(&route, delay).collect();
+    for (stop, eta) in route.optimized_stops.iter_mut().zip(etas) {
+        stop.eta = eta;
     }
-    if route.status == RouteStatus::Completed {
-        route.optimized_stops.iter_mut().for_each(|s| s.eta = None);
-    }
+    route.delay_seconds = delay;
+    route.last_position = position;
     debug_assert!(
         route
             .optimized_stops
@@ -131,6 +122,36 @@ pub(super) fn view(mut route: Route, vehicle: Option<&VehicleRecord>) -> Route {
             .all(|s| s.eta.is_none() || s.status == StopStatus::Pending)
     );
     route
+}
+
+/// The delay and the position [`view`] shows with `route`: its vehicle's while it is the
+/// vehicle's active route; otherwise no delay and the position stored with the route.
+pub(super) fn live(
+    route: &Route,
+    vehicle: Option<&VehicleRecord>,
+) -> (Option<f64>, Option<Position>) {
+    let active = vehicle.and_then(|v| {
+        v.active_route
+            .as_ref()
+            .filter(|a| a.route_id == route.route_id)
+            .map(|a| (a.delay_seconds, v.last_position))
+    });
+    match active {
+        Some((delay, position)) => (Some(delay), position),
+        None => (None, route.last_position),
+    }
+}
+
+/// The ETA [`view`] shows for each stop, in driving order: none on a completed route.
+pub(super) fn etas(
+    route: &Route,
+    delay: Option<f64>,
+) -> impl Iterator<Item = Option<DateTime<FixedOffset>>> + '_ {
+    let completed = route.status == RouteStatus::Completed;
+    route
+        .optimized_stops
+        .iter()
+        .map(move |s| lifecycle::eta(s, delay).filter(|_| !completed))
 }
 
 fn list(t: &Trees, q: &ListQuery) -> Result<Page> {

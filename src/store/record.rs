@@ -137,6 +137,13 @@ pub struct Route {
     pub route_id: String,
     pub vehicle_id: String,
     pub status: RouteStatus,
+    /// Counts the route's states: 1 when planned, one more with every `route.updated`. A consumer
+    /// holding version `n` applies the `route.updated` of version `n + 1`; any other number
+    /// means it missed one and must read the route again (`GET /traffic/routes/{id}`). GPS fixes
+    /// do not change it (they move ETAs, which `vehicle.position` announces). 0 in records
+    /// written before versions existed.
+    #[serde(default)]
+    pub version: u64,
     pub optimized_stops: Vec<RouteStop>,
     pub total_distance_meters: f64,
     pub total_duration_seconds: f64,

@@ -21,6 +21,7 @@ pub fn new_route(
         route_id,
         vehicle_id,
         status: RouteStatus::Planned,
+        version: 1,
         optimized_stops: solution.optimized_stops.into_iter().map(pending).collect(),
         total_distance_meters: solution.total_distance_meters,
         total_duration_seconds: solution.total_duration_seconds,

@@ -37,6 +37,7 @@ pub fn route_with_stops(ids: &[&str]) -> Route {
         route_id: uuid::Uuid::now_v7().to_string(),
         vehicle_id: "v1".into(),
         status: RouteStatus::Planned,
+        version: 1,
         optimized_stops: stops,
         total_distance_meters: 1000.0 * ids.len() as f64,
         total_duration_seconds: 600.0 * ids.len() as f64,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::*;
@@ -16,7 +17,26 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+fn topics() -> Topics {
+    Topics {
+        route_optimized: "opt".into(),
+        route_updated: "upd".into(),
+        vehicle_position: "pos".into(),
+    }
+}
+
+fn limit(max_bytes: u64) -> RecordLimit {
+    RecordLimit {
+        max_bytes,
+        ..RecordLimit::from(&Settings::default().kafka)
+    }
+}
+
 fn fixture_with(adjust: impl FnOnce(&mut StorageConfig)) -> Fixture {
+    fixture_limited(adjust, Settings::default().kafka.max_record_bytes)
+}
+
+fn fixture_limited(adjust: impl FnOnce(&mut StorageConfig), max_record_bytes: u64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = StorageConfig {
         data_dir: dir.path().to_path_buf(),
@@ -24,12 +44,8 @@ fn fixture_with(adjust: impl FnOnce(&mut StorageConfig)) -> Fixture {
     };
     adjust(&mut cfg);
     let outbox = Outbox::open(dir.path(), &cfg, TREES).unwrap();
-    let topics = Topics {
-        route_optimized: "opt".into(),
-        route_updated: "upd".into(),
-        vehicle_position: "pos".into(),
-    };
-    let store = Store::new(outbox.clone(), topics, optimize::Params::default());
+    let params = optimize::Params::default();
+    let store = Store::new(outbox.clone(), topics(), params, limit(max_record_bytes));
     Fixture {
         store,
         outbox,
@@ -60,6 +76,94 @@ fn problem(n: usize) -> Problem {
         departure_time: None,
         preferences: Default::default(),
     }
+}
+
+/// A problem of `n` stops with street addresses, solved briefly (the plan's quality is not the
+/// point where this is used).
+fn long_problem(n: usize) -> Problem {
+    let mut p = problem(n);
+    for (i, s) in p.stops.iter_mut().enumerate() {
+        s.address = Some(format!("{} Example Avenue, Springfield, IL 62704", 100 + i));
+        s.latitude = 40.0 + (i % 40) as f64 * 0.01;
+        s.longitude = -74.0 + (i / 40) as f64 * 0.01;
+    }
+    p.preferences.max_compute_millis = Some(200);
+    p
+}
+
+fn json(route: &Route) -> Value {
+    serde_json::to_value(route).unwrap()
+}
+
+/// What a consumer of `route.updated` does with a stop change (see `announce`): apply it to the
+/// route JSON it holds, which must be at the version just before.
+fn apply(held: &mut Value, delta: &Value) {
+    let version = held["version"]
+        .as_u64()
+        .expect("the held route has a version");
+    assert_eq!(
+        delta["version"],
+        version + 1,
+        "a delta for the next version"
+    );
+    let set = |obj: &mut Value, key: &str, v: &Value| {
+        let obj = obj.as_object_mut().unwrap();
+        if v.is_null() {
+            obj.remove(key);
+        } else {
+            obj.insert(key.to_string(), v.clone());
+        }
+    };
+    for key in [
+        "version",
+        "status",
+        "eventId",
+        "updatedAt",
+        "delaySeconds",
+        "lastPosition",
+    ] {
+        set(held, key, &delta[key]);
+    }
+    let stops = held["optimizedStops"].as_array_mut().unwrap();
+    let stop = stops
+        .iter_mut()
+        .find(|s| s["id"] == delta["stop"]["id"])
+        .expect("the changed stop is on the held route");
+    for key in ["status", "arrivedAt", "finishedAt", "note"] {
+        set(stop, key, &delta["stop"][key]);
+    }
+    for (id, eta) in delta["etas"].as_object().expect("etas") {
+        let stop = stops.iter_mut().find(|s| s["id"] == id.as_str()).unwrap();
+        set(stop, "eta", eta);
+    }
+}
+
+/// JSON paths where `a` and `b` differ (a long route's JSON is too large to print whole).
+fn differences(a: &Value, b: &Value, here: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                let (va, vb) = (&x.get(k), &y.get(k));
+                match (va, vb) {
+                    (Some(va), Some(vb)) => differences(va, vb, &format!("{here}.{k}"), out),
+                    _ => out.push(format!("{here}.{k}: {va:?} vs {vb:?}")),
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                differences(va, vb, &format!("{here}[{i}]"), out);
+            }
+        }
+        _ if a != b => out.push(format!("{here}: {a} vs {b}")),
+        _ => {}
+    }
+}
+
+fn assert_same(held: &Value, now: &Value, what: &str) {
+    let mut diff = Vec::new();
+    differences(held, now, "", &mut diff);
+    assert!(diff.is_empty(), "{what}: held vs read: {diff:?}");
 }
 
 fn soon() -> Instant {
@@ -108,6 +212,7 @@ async fn a_new_route_is_stored_planned_with_its_route_optimized_event() {
     assert_eq!(payload["routeId"], route.route_id.as_str());
     assert_eq!(payload["vehicleId"], "v1");
     assert_eq!(payload["optimizedStops"].as_array().unwrap().len(), 4);
+    assert_eq!(payload["version"], 1);
 }
 
 #[tokio::test]
@@ -150,6 +255,11 @@ async fn stop_updates_walk_the_route_to_completed_and_each_announces_route_updat
         ]
     );
     let last = events[3].payload_json();
+    assert_eq!(last["version"], 4);
+    assert!(
+        last.get("optimizedStops").is_none(),
+        "a stop change is a delta"
+    );
     assert_eq!(last["status"], "completed");
     assert_eq!(last["change"]["type"], "stop_status");
     assert_eq!(last["change"]["stopId"], b.as_str());
@@ -356,6 +466,14 @@ async fn reoptimizing_keeps_visited_stops_first_and_replans_the_rest() {
     ids.sort();
     assert_eq!(ids, ["s0", "s1", "s2", "s3", "s4"]);
     assert_eq!(re.status, RouteStatus::InProgress);
+    let replanned = f.store.route_events(&r.route_id, 10).await.unwrap();
+    let replanned = replanned.last().unwrap().payload_json();
+    assert_eq!(
+        (&replanned["change"]["type"], &replanned["version"]),
+        (&Value::from("reoptimized"), &Value::from(3)),
+        "a re-plan moves every pending stop: its event carries the whole route"
+    );
+    assert_eq!(replanned["optimizedStops"], json(&re)["optimizedStops"]);
     for s in &re.optimized_stops[1..] {
         f.store
             .update_stop(&r.route_id, &s.plan.id, update(StopStatus::Failed))
@@ -394,4 +512,157 @@ async fn concurrent_fixes_and_stop_updates_all_land_through_compare_and_set() {
     assert!(seen.last_position.is_some());
     let events = f.store.route_events(&r.route_id, 100).await.unwrap();
     assert_eq!(events.len(), 1 + 20 + 1);
+}
+
+#[tokio::test]
+async fn each_stop_change_applied_to_the_route_before_it_gives_the_route_after_it() {
+    let f = fixture();
+    let r = f
+        .store
+        .create_route("v1".into(), problem(3), soon())
+        .await
+        .unwrap();
+    let ids: Vec<String> = r
+        .optimized_stops
+        .iter()
+        .map(|s| s.plan.id.clone())
+        .collect();
+    // Ten minutes late at the first stop: the route shows a delay, ETAs and a position.
+    let first = &r.optimized_stops[0];
+    let late = Position {
+        timestamp: first.plan.arrival_time + chrono::Duration::seconds(600),
+        ..fix(first.plan.latitude, first.plan.longitude, 0)
+    };
+    f.store.track("v1", vec![late]).await.unwrap();
+    let mut held = json(&f.store.route(&r.route_id).await.unwrap());
+    assert_eq!(held["version"], 1);
+    assert!(held["delaySeconds"].is_number() && held["lastPosition"].is_object());
+    let steps = [
+        (&ids[0], StopStatus::Arrived, Some("gate 3")),
+        (&ids[0], StopStatus::Completed, None),
+        (&ids[1], StopStatus::Skipped, None),
+        (&ids[2], StopStatus::Arrived, None),
+        // The last one completes the route: no ETAs, no delay, not the vehicle's route any more.
+        (&ids[2], StopStatus::Failed, Some("closed")),
+    ];
+    for (step, (stop, status, note)) in steps.into_iter().enumerate() {
+        let u = StopUpdate {
+            status,
+            at: None,
+            note: note.map(str::to_string),
+        };
+        f.store.update_stop(&r.route_id, stop, u).await.unwrap();
+        let events = f.store.route_events(&r.route_id, 100).await.unwrap();
+        let delta = events.last().unwrap();
+        assert_eq!(delta.kind, "route.updated");
+        let delta = delta.payload_json();
+        assert!(delta.get("optimizedStops").is_none(), "{delta}");
+        apply(&mut held, &delta);
+        let now = json(&f.store.route(&r.route_id).await.unwrap());
+        assert_same(&held, &now, &format!("after step {step} ({delta})"));
+    }
+    assert_eq!(
+        (&held["status"], &held["version"]),
+        (&"completed".into(), &6.into())
+    );
+}
+
+#[tokio::test]
+async fn a_stop_change_on_a_2000_stop_route_is_announced_in_an_event_as_small_as_on_3_stops() {
+    let mut sizes = Vec::new();
+    for n in [2000, 3] {
+        let f = fixture();
+        let r = f
+            .store
+            .create_route("v1".into(), long_problem(n), soon())
+            .await
+            .unwrap();
+        let mut held = json(&f.store.route(&r.route_id).await.unwrap());
+        f.store
+            .update_stop(&r.route_id, "s0", update(StopStatus::Arrived))
+            .await
+            .unwrap();
+        let events = f.store.route_events(&r.route_id, 10).await.unwrap();
+        let delta = events.last().unwrap();
+        assert_eq!(delta.kind, "route.updated");
+        let size = delta.record_size("urn:routegate");
+        assert!(
+            size < 1024,
+            "{n} stops: a stop change of {size} record bytes"
+        );
+        sizes.push(size);
+        apply(&mut held, &delta.payload_json());
+        let now = json(&f.store.route(&r.route_id).await.unwrap());
+        assert_same(&held, &now, &format!("{n} stops"));
+    }
+    // Timestamps print a varying number of fractional digits; nothing else differs.
+    assert!(
+        sizes[0] <= sizes[1] + 64,
+        "record bytes of the stop change on 2,000 and 3 stops: {sizes:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_over_the_kafka_record_limit_is_refused_before_anything_is_written() {
+    // A route of 6 stops announces itself in about 3.7 KB, one of 40 stops in about 19 KB.
+    let f = fixture_limited(|_| {}, 8 * 1024);
+    let err = f
+        .store
+        .create_route("v1".into(), long_problem(40), soon())
+        .await;
+    match err {
+        Err(Error::EventTooLarge { kind, bytes, limit }) => {
+            assert_eq!((kind.as_str(), limit), ("route.optimized", 8 * 1024));
+            assert!(bytes > limit, "{bytes}");
+        }
+        other => panic!(
+            "expected EventTooLarge, got {:?}",
+            other.map(|r| r.route_id)
+        ),
+    }
+    assert_eq!(f.outbox.stats().log_events, 0, "nothing was acknowledged");
+    let none = f
+        .store
+        .track("v1", vec![fix(40.7, -74.0, 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        none.route_id, None,
+        "the vehicle record was not written either"
+    );
+
+    let r = f
+        .store
+        .create_route("v1".into(), long_problem(6), soon())
+        .await
+        .unwrap();
+    // Under a limit the whole route no longer fits in, stop changes still do (about 700 bytes),
+    // but a re-plan, which announces the whole route, is refused and changes nothing.
+    let tight = Store::new(
+        f.outbox.clone(),
+        topics(),
+        optimize::Params::default(),
+        limit(2048),
+    );
+    tight
+        .update_stop(&r.route_id, "s0", update(StopStatus::Completed))
+        .await
+        .unwrap();
+    let logged = f.outbox.stats().log_events;
+    let err = tight.reoptimize(&r.route_id, soon()).await;
+    assert!(
+        matches!(&err, Err(Error::EventTooLarge { kind, .. }) if kind == "route.updated"),
+        "{err:?}"
+    );
+    assert_eq!(f.outbox.stats().log_events, logged);
+    assert_eq!(f.store.route(&r.route_id).await.unwrap().version, 2);
+    // GPS fixes too: a vehicle id of 1,000 characters is in the key and in the payload.
+    let err = tight
+        .track(&"v".repeat(1000), vec![fix(40.7, -74.0, 0)])
+        .await;
+    assert!(
+        matches!(&err, Err(Error::EventTooLarge { kind, .. }) if kind == "vehicle.position"),
+        "{err:?}"
+    );
+    assert_eq!(f.outbox.stats().log_events, logged);
 }

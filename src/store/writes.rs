@@ -1,9 +1,9 @@
 //! Writes: each one read → decide → one atomic append with compare-and-set, retried on conflict.
 
 use chrono::{DateTime, FixedOffset, Utc};
-use serde::Serialize;
 use tokio::time::Instant;
 
+use super::announce::{self, Change};
 use super::reads::{load_route, load_vehicle, view};
 use super::record::{
     self, ActiveRoute, PlanInput, Route, RouteRecord, RouteStatus, StopStatus, VehicleRecord,
@@ -22,35 +22,6 @@ pub struct StopUpdate {
     pub note: Option<String>,
 }
 
-/// `route.updated` payload: the route after the change, and the change.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RouteUpdated<'a> {
-    #[serde(flatten)]
-    route: &'a Route,
-    change: Change<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(
-    tag = "type",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase"
-)]
-enum Change<'a> {
-    StopStatus {
-        stop_id: &'a str,
-        from: StopStatus,
-        to: StopStatus,
-        at: DateTime<FixedOffset>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        note: Option<&'a str>,
-    },
-    Reoptimized {
-        remaining_stops: usize,
-    },
-}
-
 pub(super) fn put(tree: &'static str, key: Vec<u8>, value: Vec<u8>, expect: Expect) -> RecordOp {
     RecordOp {
         tree,
@@ -64,16 +35,12 @@ pub(super) fn expect(old: Option<&Vec<u8>>) -> Expect {
     old.map_or(Expect::Absent, |b| Expect::Equals(b.clone()))
 }
 
-/// The event announcing `route`'s new state; stamps its id into the route.
-fn announce(kind: &str, topic: &str, route: &mut Route, change: Option<Change<'_>>) -> NewEvent {
-    let mut event = NewEvent::now(kind, topic, &route.vehicle_id, Some(&route.route_id), &());
+/// A new event of `kind` about `route`, stamped into it: the route's `eventId` and `updatedAt`
+/// name the event that announced its state. The caller fills in the payload.
+fn stamp(kind: &str, topic: &str, route: &mut Route) -> NewEvent {
+    let event = NewEvent::now(kind, topic, &route.vehicle_id, Some(&route.route_id), &());
     route.event_id = event.id;
     route.updated_at = DateTime::from_timestamp_micros(event.created_at_us).unwrap_or_default();
-    event.payload = match change {
-        Some(change) => serde_json::to_vec(&RouteUpdated { route, change }),
-        None => serde_json::to_vec(route),
-    }
-    .expect("serializing a route cannot fail");
     event
 }
 
@@ -169,7 +136,8 @@ impl Store {
             // bytes instead of serializing the route a second time.
             let mut route = view(planned.clone(), Some(&next));
             let topic = &self.topics.route_optimized;
-            let event = announce(events::ROUTE_OPTIMIZED, topic, &mut route, None);
+            let mut event = stamp(events::ROUTE_OPTIMIZED, topic, &mut route);
+            event.payload = serde_json::to_vec(&route).expect("serializing a route cannot fail");
             let value = record::encode_route_record(&event.payload, &input);
             let key = keys::route(&route.route_id);
             let mut records = vec![put(ROUTES, key, value, Expect::Absent)];
@@ -183,7 +151,7 @@ impl Store {
         }
     }
 
-    /// Change one stop's status; `route.updated` announces it.
+    /// Change one stop's status; a `route.updated` carrying only the change announces it.
     pub async fn update_stop(&self, route_id: &str, stop_id: &str, u: StopUpdate) -> Result<Route> {
         let mut attempts = 0;
         loop {
@@ -191,6 +159,7 @@ impl Store {
             let (raw, mut rec, vehicle) = loaded;
             let at = u.at.unwrap_or_else(|| Utc::now().fixed_offset());
             let old_status = rec.route.status;
+            let before = announce::etas_before(&rec.route, &vehicle.1);
             let from =
                 lifecycle::update_stop(&mut rec.route, stop_id, u.status, at, u.note.clone())
                     .map_err(|e| match e {
@@ -206,7 +175,11 @@ impl Store {
                 at,
                 note: u.note.as_deref(),
             };
-            let (event, records, next) = self.rewrite(&raw, &mut rec, old_status, &vehicle, change);
+            let payload = |route: &Route, next: &VehicleRecord| {
+                announce::stop_changed(route, next, &before, stop_id, change)
+            };
+            let (event, records, next) =
+                self.rewrite(&raw, &mut rec, old_status, &vehicle, payload);
             if self.commit(vec![event], records, &mut attempts).await? {
                 return Ok(view(rec.route, Some(&next)));
             }
@@ -231,10 +204,12 @@ impl Store {
                 .await?;
             replan::merge(&mut rec, solution);
             let old_status = rec.route.status;
-            let change = Change::Reoptimized {
-                remaining_stops: remaining,
+            // Every pending stop may have moved: the event carries the whole route.
+            let payload = |route: &Route, next: &VehicleRecord| {
+                announce::replanned(&view(route.clone(), Some(next)), remaining)
             };
-            let (event, records, next) = self.rewrite(&raw, &mut rec, old_status, &vehicle, change);
+            let (event, records, next) =
+                self.rewrite(&raw, &mut rec, old_status, &vehicle, payload);
             if self.commit(vec![event], records, &mut attempts).await? {
                 return Ok(view(rec.route, Some(&next)));
             }
@@ -282,21 +257,22 @@ impl Store {
         .await
     }
 
-    /// The append for a changed route: record (compare-and-set), indexes, vehicle, event.
+    /// The append for a changed route: record (compare-and-set), indexes, vehicle, and the
+    /// `route.updated` event whose payload `payload` makes from the stored route after the
+    /// change (its version counted up, the event stamped in) and the vehicle record after it.
     fn rewrite(
         &self,
         raw: &[u8],
         rec: &mut RouteRecord,
         old_status: RouteStatus,
         vehicle: &(Option<Vec<u8>>, VehicleRecord),
-        change: Change<'_>,
+        payload: impl FnOnce(&Route, &VehicleRecord) -> Vec<u8>,
     ) -> (NewEvent, Vec<RecordOp>, VehicleRecord) {
         let next = follow(&vehicle.1, &rec.route, false);
-        let mut shown = view(rec.route.clone(), Some(&next));
+        rec.route.version += 1;
         let topic = &self.topics.route_updated;
-        let event = announce(events::ROUTE_UPDATED, topic, &mut shown, Some(change));
-        rec.route.event_id = shown.event_id;
-        rec.route.updated_at = shown.updated_at;
+        let mut event = stamp(events::ROUTE_UPDATED, topic, &mut rec.route);
+        event.payload = payload(&rec.route, &next);
         let key = keys::route(&rec.route.route_id);
         let mut records = vec![put(
             ROUTES,
@@ -326,12 +302,14 @@ impl Store {
     }
 
     /// Append; `Ok(false)` when a compare-and-set failed and the caller should start over.
+    /// An event too large for a Kafka record is refused before anything is written.
     async fn commit(
         &self,
         events: Vec<NewEvent>,
         records: Vec<RecordOp>,
         attempts: &mut usize,
     ) -> Result<bool> {
+        self.limit.check(&events)?;
         match self.outbox.append(Write { events, records }).await {
             Ok(_) => Ok(true),
             Err(queue::Error::Conflict { .. }) => {

@@ -563,20 +563,85 @@ async fn the_stop_status_flow_produces_route_updated_in_kafka() {
                 v["change"]["stopId"].clone(),
                 v["change"]["to"].clone(),
                 v["status"].clone(),
+                v["version"].clone(),
+                v["stop"]["status"].clone(),
             )
         })
         .collect();
     assert_eq!(
         changes,
         [
-            (json!("stop-1"), json!("arrived"), json!("in_progress")),
-            (json!("stop-1"), json!("completed"), json!("in_progress")),
-            (json!("stop-2"), json!("skipped"), json!("completed")),
+            (
+                json!("stop-1"),
+                json!("arrived"),
+                json!("in_progress"),
+                json!(2),
+                json!("arrived")
+            ),
+            (
+                json!("stop-1"),
+                json!("completed"),
+                json!("in_progress"),
+                json!(3),
+                json!("completed")
+            ),
+            (
+                json!("stop-2"),
+                json!("skipped"),
+                json!("completed"),
+                json!(4),
+                json!("skipped")
+            ),
         ]
     );
+    for v in &values {
+        assert!(
+            v.get("optimizedStops").is_none(),
+            "a stop change is a delta: {v}"
+        );
+    }
     let planned = cluster.wait_for_records(&optimized, 1, wait).await;
     let v: Value = serde_json::from_slice(planned[0].value.as_deref().unwrap()).unwrap();
     assert_eq!(v["routeId"], id.as_str());
     assert_eq!(v["optimizedStops"].as_array().unwrap().len(), 2);
+    assert_eq!(v["version"], 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_over_kafka_max_record_bytes_is_refused_with_413_before_it_is_acknowledged() {
+    // The seed route (2 stops) announces itself in 1.9 KB as a Kafka record, ten stops in more
+    // than 4 KB.
+    let gw = TestGateway::spawn(|s| s.kafka.max_record_bytes = 4096).await;
+    let (status, body) = gw
+        .post_json("/traffic/routes/optimize", &ten_stops("truck-413"))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("event_too_large")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("kafka.max_record_bytes (4096)")
+    );
+    assert_eq!(
+        gw.outbox().stats().log_events,
+        0,
+        "nothing was acknowledged"
+    );
+    // A route that fits, and its stop changes, which are small whatever the route's length.
+    let route = plan(&gw, &seed()).await;
+    let id = route["routeId"].as_str().unwrap();
+    let (status, body) = patch(
+        &gw,
+        &format!("/traffic/routes/{id}/stops/stop-1"),
+        &json!({"status": "arrived"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(gw.outbox().stats().log_events, 2);
     gw.stop().await;
 }

@@ -3,9 +3,12 @@
 // State comes from the REST API and then follows the WebSocket (/traffic/routes/ws, subprotocol
 // routegate.v1). Every message's seq is a resume point: the page keeps the last one and
 // reconnects with since=<seq> after a drop, so no event is missed. `reset` reloads over REST,
-// `lagged` reconnects at once. Routes are last-writer-wins by updatedAt, so the REST load and
-// the live stream may interleave in any order. Data only ever reaches the DOM as text nodes and
-// attribute values (never parsed as HTML), and the page's CSP allows no inline script.
+// `lagged` reconnects at once. Every route carries a version: route.optimized and a re-plan's
+// route.updated bring the whole route, a stop change's route.updated only the change, which
+// applies to the version just before it; a route held at another version is read again over
+// REST. A newer version always wins, so the REST load and the live stream may interleave in any
+// order. Data only ever reaches the DOM as text nodes and attribute values (never parsed as
+// HTML), and the page's CSP allows no inline script.
 'use strict';
 
 (() => {
@@ -23,7 +26,7 @@
   const token = new URLSearchParams(location.search).get('token') || '';
 
   const state = {
-    routes: new Map(), // routeId -> route JSON (REST shape; events carry the same)
+    routes: new Map(), // routeId -> route JSON (REST shape, kept current by the events)
     vehicles: new Map(), // vehicleId -> last fix {latitude, longitude, timestamp, routeId, ...}
     cards: new Map(), // routeId -> rendered <article>
     lastSeq: null,
@@ -35,6 +38,7 @@
     countdown: 0,
     reloading: null,
     seen: null, // route ids the current replacing load has met
+    refetch: new Map(), // routeId -> the version a REST read in flight must reach
     dirty: new Map(), // routeId -> flash the card
     sideDirty: false,
     frame: 0,
@@ -328,8 +332,11 @@
         }
         break;
       case 'route.optimized':
-      case 'route.updated':
         putRoute(data, true);
+        activity(describeRouteEvent(msg.type, data), msg.time);
+        break;
+      case 'route.updated':
+        if (Array.isArray(data.optimizedStops)) putRoute(data, true); else applyChange(data);
         activity(describeRouteEvent(msg.type, data), msg.time);
         break;
       case 'vehicle.position':
@@ -356,15 +363,81 @@
 
   // ---------- state ----------
 
+  // A whole route (REST, route.optimized, a re-plan): kept unless the page holds a newer version.
   function putRoute(route, live) {
     if (!route || typeof route.routeId !== 'string' || !Array.isArray(route.optimizedStops)) return;
     if (state.seen) state.seen.add(route.routeId);
     const old = state.routes.get(route.routeId);
-    if (old && Date.parse(old.updatedAt) > Date.parse(route.updatedAt)) return;
+    if (old && isNewer(old, route)) return;
     if (old && route.delaySeconds === undefined) route.delaySeconds = old.delaySeconds;
     state.routes.set(route.routeId, route);
     if (route.lastPosition) notePosition(route.vehicleId, { ...route.lastPosition, routeId: route.routeId });
     markDirty(route.routeId, live);
+  }
+
+  function isNewer(a, b) {
+    if (num(a.version) !== null && num(b.version) !== null) return a.version > b.version;
+    return Date.parse(a.updatedAt) > Date.parse(b.updatedAt);
+  }
+
+  // Set or, for null, remove a field (the REST shape leaves absent values out).
+  function assign(obj, key, value) {
+    if (value === null || value === undefined) delete obj[key]; else obj[key] = value;
+  }
+
+  // A stop change: only what changed. It applies to the version just before its own; anything
+  // else means the page missed a change (or never held the route), so it reads the route again.
+  function applyChange(d) {
+    if (!d || typeof d.routeId !== 'string' || num(d.version) === null) return;
+    if (state.seen) state.seen.add(d.routeId);
+    const route = state.routes.get(d.routeId);
+    if (route && num(route.version) !== null && d.version <= route.version) return; // old news
+    const stop = route && d.stop && route.optimizedStops.find((s) => s.id === d.stop.id);
+    if (!route || route.version !== d.version - 1 || !stop) {
+      if (route || wouldShow(d.routeId)) refetchRoute(d.routeId, d.version);
+      return;
+    }
+    for (const key of ['status', 'arrivedAt', 'finishedAt', 'note']) assign(stop, key, d.stop[key]);
+    const etas = d.etas && typeof d.etas === 'object' ? d.etas : {};
+    for (const s of route.optimizedStops) if (s.id in etas) assign(s, 'eta', etas[s.id]);
+    for (const key of ['version', 'status', 'eventId', 'updatedAt', 'delaySeconds', 'lastPosition']) {
+      assign(route, key, d[key]);
+    }
+    if (route.lastPosition) notePosition(route.vehicleId, { ...route.lastPosition, routeId: route.routeId });
+    markDirty(route.routeId, true);
+  }
+
+  // Whether a route the page does not hold belongs among the cards (they show the newest; route
+  // ids are UUIDv7, so they sort by creation).
+  function wouldShow(routeId) {
+    if (state.routes.size < MAX_CARDS) return true;
+    for (const id of state.routes.keys()) if (id < routeId) return true;
+    return false;
+  }
+
+  // Read the route over REST until the page holds at least `version` (one read at a time per
+  // route; a change seen meanwhile raises the target: the read may have been answered before
+  // that change was written).
+  async function refetchRoute(routeId, version) {
+    const inFlight = state.refetch.has(routeId);
+    state.refetch.set(routeId, Math.max(version, state.refetch.get(routeId) ?? 0));
+    if (inFlight) return;
+    try {
+      for (let attempt = 0; attempt < 3; attempt += 1) {
+        const r = await api(`/traffic/routes/${encodeURIComponent(routeId)}`);
+        if (!r.ok) {
+          if (r.status !== 404) activity(`Could not reload route ${short(routeId)}: ${problem(r)}`);
+          return;
+        }
+        putRoute(r.body, true);
+        const held = state.routes.get(routeId);
+        if (held && held.version >= state.refetch.get(routeId)) return;
+      }
+    } catch (e) {
+      activity(`Could not reload route ${short(routeId)}: ${e.message}`);
+    } finally {
+      state.refetch.delete(routeId);
+    }
   }
 
   function notePosition(vehicleId, fix) {

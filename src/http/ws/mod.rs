@@ -9,10 +9,19 @@
 //! | `type`                          | when                                  | other fields                                   |
 //! |---------------------------------|---------------------------------------|------------------------------------------------|
 //! | `hello`                         | first, on every connection            | `time`, `data: {protocol, head, kafka}`        |
-//! | `route.optimized`, `route.updated`, `vehicle.position` | an event matching the filter | `eventId, vehicleId, routeId?, time, data` |
+//! | `route.optimized`               | a route was planned                   | `eventId, vehicleId, routeId, time, data`: the whole route (`version` 1) |
+//! | `route.updated`                 | a stop changed, or the route was re-planned | `eventId, vehicleId, routeId, time, data`: a stop change carries only the change and the route's new `version`; a re-plan (`data.change.type = "reoptimized"`) the whole route |
+//! | `vehicle.position`              | a GPS fix                             | `eventId, vehicleId, routeId?, time, data`: the fix, next stop, ETA, delay |
 //! | `kafka.status`                  | Kafka connectivity changed            | `time`, `data: {circuit, reachable}`           |
 //! | `reset`                         | `since` cannot be replayed            | `time`, `data: {oldestAvailable, reason}`      |
 //! | `lagged`                        | the client fell behind; close follows | `time`, `data: {reason}`                       |
+//!
+//! `data` is the event's payload as stored (the Kafka record's value). A stop change's
+//! `route.updated` (`data.change.type = "stop_status"`) is `{routeId, vehicleId, version, status,
+//! eventId, updatedAt, change, stop: {id, status, arrivedAt, finishedAt, note}, etas: {stopId:
+//! eta|null}, delaySeconds, lastPosition}`: it applies to the route at `version - 1`; a client
+//! holding another version missed a change and reads the route again with
+//! `GET /traffic/routes/{routeId}` (how to apply it: [`crate::store::announce`]).
 //!
 //! `seq` is always a **resume point**: once a client has processed a message with `seq = n`, it
 //! has every matching event up to `n`, and reconnecting with `since=n` continues with no gap and
