@@ -48,10 +48,12 @@ pub(super) struct Plan<'a> {
     /// A read failed: the group is not committed and every request gets this error.
     failed: Option<sled::Error>,
     now_us: i64,
-    /// Disk bytes appends may use before the free-space reserve, measured once per group, and
-    /// what this group's appends are estimated to take of it.
-    room: u64,
-    planned_disk: u64,
+    /// The disk as measured for this group ([`space`]), and the disk bytes this group's record
+    /// writes are estimated to take (events count through `meta.log_bytes`).
+    disk: space::Measured,
+    planned_records: u64,
+    /// An append was refused for space: the writer prunes at once.
+    pub(super) refused_for_space: bool,
     acks: bool,
 }
 
@@ -66,8 +68,11 @@ impl<'a> Plan<'a> {
             events: Vec::new(),
             failed: None,
             now_us: chrono::Utc::now().timestamp_micros(),
-            room: shared.space.room(),
-            planned_disk: 0,
+            disk: shared
+                .space
+                .measure(|| shared.db.size_on_disk().unwrap_or(0)),
+            planned_records: 0,
+            refused_for_space: false,
             acks: false,
         }
     }
@@ -163,7 +168,7 @@ impl<'a> Plan<'a> {
                 (k.len() + v.as_ref().map_or(0, Vec::len)) as u64
             })
             .sum();
-        self.check_space((bytes + record_bytes) * space::AMPLIFICATION)?;
+        self.check_space(bytes, record_bytes)?;
         for (tree, key, value) in records {
             self.write(tree, key, value);
         }
@@ -193,15 +198,20 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// Refuse a write that would take the filesystem into the reserve kept for deliveries.
-    fn check_space(&mut self, disk_bytes: u64) -> Result<()> {
-        if self.planned_disk.saturating_add(disk_bytes) > self.room {
+    /// Refuse a write that would take sled past its disk budget, into the reserve kept for
+    /// deliveries ([`space`]).
+    fn check_space(&mut self, event_bytes: u64, record_bytes: u64) -> Result<()> {
+        let amp = space::AMPLIFICATION;
+        let used = (self.meta.log_bytes.saturating_mul(amp)).saturating_add(self.planned_records);
+        let need = event_bytes.saturating_add(record_bytes).saturating_mul(amp);
+        if self.disk.exhausted || used.saturating_add(need) > self.disk.budget {
+            self.refused_for_space = true;
             return Err(Error::DiskFull {
-                available_bytes: self.shared.space.available(),
+                available_bytes: self.disk.available,
                 reserve_bytes: self.shared.space.reserve(),
             });
         }
-        self.planned_disk += disk_bytes;
+        self.planned_records += record_bytes.saturating_mul(amp);
         Ok(())
     }
 
@@ -336,10 +346,16 @@ impl<'a> Plan<'a> {
     /// Delete delivered events from the front of the log while it is over its age or size limit.
     fn prune(&mut self) -> Result<()> {
         let cfg = &self.shared.config;
-        let (max_age_us, max_bytes) = (
-            (cfg.log_retention_ms as i64).saturating_mul(1000),
-            cfg.log_retention_bytes,
-        );
+        let amp = space::AMPLIFICATION;
+        // Under disk pressure retention yields: delivered events are already in Kafka.
+        let pressure = self.meta.log_bytes.saturating_mul(amp) > self.disk.budget / 2;
+        let max_bytes = if pressure {
+            let target = (self.disk.budget / 4 / amp).saturating_sub(self.meta.pending_bytes);
+            cfg.log_retention_bytes.min(target)
+        } else {
+            cfg.log_retention_bytes
+        };
+        let max_age_us = (cfg.log_retention_ms as i64).saturating_mul(1000);
         let start = codec::key(self.meta.prune_floor);
         let mut floor = self.meta.prune_floor;
         let events = self.trees[EVENTS].clone();

@@ -72,6 +72,8 @@ const META_V1: u8 = 1;
 /// Requests per group: bounds the time readers wait on the transaction.
 const GROUP_MAX: usize = 1024;
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
+/// …and this soon after an append was refused for disk space (retention yields under pressure).
+const PRUNE_SOON: Duration = Duration::from_millis(200);
 /// How long a group waits for more requests once it sees concurrent writers.
 const GATHER: Duration = Duration::from_micros(200);
 
@@ -186,6 +188,7 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
     let trees = shared.trees.all();
     let strict = shared.config.durability == Durability::Strict;
     let mut last_prune = std::time::Instant::now();
+    let mut prune_soon = false;
     let mut stopping: Option<oneshot::Sender<()>> = None;
     while stopping.is_none() {
         let Some(first) = rx.blocking_recv() else {
@@ -201,7 +204,8 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
             std::thread::sleep(GATHER);
             drain_into(&mut rx, &mut group);
         }
-        if last_prune.elapsed() >= PRUNE_EVERY {
+        let due = if prune_soon { PRUNE_SOON } else { PRUNE_EVERY };
+        if last_prune.elapsed() >= due {
             last_prune = std::time::Instant::now();
             group.push(Request::Prune {
                 reply: oneshot::channel().0,
@@ -218,6 +222,7 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
                 req => answers.push(plan.take(req)),
             }
         }
+        prune_soon = plan.refused_for_space;
         match plan.commit() {
             Ok(committed) => {
                 meta = committed.meta;

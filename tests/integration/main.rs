@@ -7,6 +7,7 @@ mod api;
 mod crash;
 mod dashboard;
 mod delivery;
+mod disk_full;
 mod gateway;
 mod kafka_harness;
 mod operator;

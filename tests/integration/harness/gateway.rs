@@ -197,6 +197,15 @@ impl ChildGateway {
     /// Start `routegate serve` on `data_dir` with extra `--set key=value` overrides, and wait
     /// until it has published its address.
     pub async fn spawn(data_dir: &Path, sets: &[(&str, String)]) -> ChildGateway {
+        ChildGateway::spawn_with_env(data_dir, sets, &[]).await
+    }
+
+    /// [`ChildGateway::spawn`] with extra environment variables (e.g. `FAILPOINTS`).
+    pub async fn spawn_with_env(
+        data_dir: &Path,
+        sets: &[(&str, String)],
+        env: &[(&str, &str)],
+    ) -> ChildGateway {
         let _ = std::fs::remove_file(data_dir.join("gateway.addr"));
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_routegate"));
         cmd.arg("serve")
@@ -209,6 +218,7 @@ impl ChildGateway {
         for (k, v) in sets {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
+        cmd.envs(env.iter().copied());
         if std::env::var_os("TEST_LOG").is_none() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
@@ -249,6 +259,23 @@ impl ChildGateway {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Wait up to `timeout` for the process to end on its own; its exit status, or `None` if it
+    /// still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("poll the gateway") {
+                self.child = None;
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
