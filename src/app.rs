@@ -176,6 +176,7 @@ impl App {
                 settings.http.rate_limit_burst,
             ),
             limits,
+            admission: http::admission::Admission::new(settings.http.max_in_flight as usize),
             cors_origins: settings.http.cors_origins.clone(),
         };
         if let Err(e) = data_dir.publish_address(local_addr) {

@@ -84,6 +84,9 @@ pub struct HttpConfig {
     pub bind: String,
     /// Largest request body accepted, so one client cannot exhaust memory.
     pub max_body_bytes: u64,
+    /// API requests handled at once; more get 503 + `Retry-After` (health probes are exempt).
+    /// With `max_body_bytes` it bounds what a burst of clients can pin in memory.
+    pub max_in_flight: u32,
     /// A request that takes longer is answered 503 instead of holding a connection forever.
     pub request_timeout_ms: u64,
     /// How long graceful shutdown waits for in-flight requests before it stops waiting.
@@ -268,6 +271,7 @@ impl Default for Settings {
             http: HttpConfig {
                 bind: "127.0.0.1:4000".into(),
                 max_body_bytes: MIB,
+                max_in_flight: 512,
                 request_timeout_ms: 30_000,
                 shutdown_grace_ms: 10_000,
                 api_tokens: Vec::new(),
@@ -377,6 +381,11 @@ impl Settings {
             h.max_body_bytes >= 1024,
             "http.max_body_bytes",
             "expected at least 1024",
+        )?;
+        check(
+            (1..=1_000_000).contains(&h.max_in_flight),
+            "http.max_in_flight",
+            "expected 1 to 1000000",
         )?;
         check(
             h.request_timeout_ms >= 100,

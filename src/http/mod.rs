@@ -23,6 +23,7 @@
 //! then wait for the commit, so a timeout never reports a failure for a write that happened.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod dashboard;
@@ -78,6 +79,8 @@ pub struct Api {
     /// Per-client rate limit on `/traffic/*` (probes and metrics are never limited).
     pub rate: RateLimiter,
     pub limits: Limits,
+    /// The cap on requests handled at once.
+    pub admission: admission::Admission,
     /// CORS origins (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
 }
@@ -167,10 +170,20 @@ fn endpoints(api: &Api) -> BoxedFilter<(Response,)> {
         None => Ok(()),
         Some(reason) => Err(reason),
     });
-    let kafka = status::kafka_health(api.outbox.clone(), api.delivery.clone(), guard(api));
+    let admitted = api
+        .admission
+        .filter()
+        .and(admitted_endpoints(api))
+        .map(|_permit, response: Response| response);
     health::routes(api.lifecycle.clone(), storage)
-        .or(kafka)
+        .or(admitted)
         .unify()
+        .boxed()
+}
+
+/// Everything but the health probes: counted against `http.max_in_flight`.
+fn admitted_endpoints(api: &Api) -> BoxedFilter<(Response,)> {
+    status::kafka_health(api.outbox.clone(), api.delivery.clone(), guard(api))
         .or(status::metrics(api.outbox.clone(), api.metrics.clone()))
         .unify()
         .or(admin::routes(

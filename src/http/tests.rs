@@ -51,6 +51,7 @@ pub(super) fn rig(adjust: impl FnOnce(&mut Settings)) -> Rig {
         tokens: Tokens::load(&s.http.api_tokens, "").unwrap(),
         rate: RateLimiter::new(s.http.rate_limit_per_second, s.http.rate_limit_burst),
         limits: Limits::from_config(&s.http),
+        admission: crate::http::admission::Admission::new(s.http.max_in_flight as usize),
         cors_origins: s.http.cors_origins.clone(),
     };
     Rig { api, _dir: dir }
@@ -498,4 +499,30 @@ async fn a_route_whose_event_would_not_fit_in_a_kafka_record_gets_413_and_is_not
     let (_, page) = call(&r.api, "GET", "/traffic/routes", None).await;
     assert_eq!(page["routes"], json!([]), "nothing was stored");
     assert_eq!(r.api.outbox.stats().log_events, 0, "nothing was queued");
+}
+
+#[tokio::test]
+async fn past_the_in_flight_cap_requests_get_503_but_the_probes_still_answer() {
+    let mut r = rig(|_| {});
+    r.api.admission = crate::http::admission::Admission::new(0);
+    let routes = crate::http::routes(r.api.clone());
+    let res = warp::test::request()
+        .method("GET")
+        .path("/traffic/routes")
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body: Value = serde_json::from_slice(res.body()).unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("http.max_in_flight"),
+        "{body}"
+    );
+    for probe in ["/health/live", "/health/ready"] {
+        let res = warp::test::request().path(probe).reply(&routes).await;
+        assert_eq!(res.status(), 200, "{probe}");
+    }
 }

@@ -118,3 +118,25 @@ async fn appends_stop_at_the_free_space_reserve_while_acks_go_on() {
     assert!(outbox.is_healthy(), "a full disk is not a storage failure");
     outbox.shutdown().await;
 }
+
+#[test]
+fn an_append_holds_its_bytes_of_the_backlog_bound_and_a_huge_one_goes_alone() {
+    let small = one_event();
+    let cost = backlog_cost(&small) as usize;
+    let e = &small.events[0];
+    assert_eq!(cost, e.payload.len() + e.key.len() + e.topic.len());
+    let huge = Write {
+        events: vec![],
+        records: vec![RecordOp {
+            tree: "routes",
+            key: b"k".to_vec(),
+            value: Some(vec![0; BACKLOG_BYTES * 2]),
+            expect: Expect::Any,
+        }],
+    };
+    assert_eq!(
+        backlog_cost(&huge) as usize,
+        BACKLOG_BYTES,
+        "never more than the bound"
+    );
+}

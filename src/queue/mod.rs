@@ -158,6 +158,8 @@ pub enum Expect {
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<writer::Request>,
+    /// Bytes of appends waiting for the writer ([`BACKLOG_BYTES`]).
+    backlog: Arc<tokio::sync::Semaphore>,
     shared: Arc<Shared>,
     /// Joined by [`Outbox::shutdown`], so that the database is closed once the handles are gone.
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -292,6 +294,26 @@ const ENOSPC: i32 = 28;
 const LIVE_CAPACITY: usize = 8192;
 /// Requests that may wait for the writer before `append` waits too (backpressure).
 const REQUEST_CAPACITY: usize = 16_384;
+/// Bytes of appends (payloads and records) that may wait for the writer at once; an append
+/// beyond waits until earlier ones are written. With `REQUEST_CAPACITY` this bounds the memory
+/// queued in front of the writer however many requests are in flight.
+const BACKLOG_BYTES: usize = 64 * 1024 * 1024;
+
+/// What an append holds of [`BACKLOG_BYTES`]: its bytes, at least 1, at most all of it (a
+/// single write larger than the bound goes alone).
+fn backlog_cost(write: &Write) -> u32 {
+    let events: usize = write
+        .events
+        .iter()
+        .map(|e| e.payload.len() + e.key.len() + e.topic.len())
+        .sum();
+    let records: usize = write
+        .records
+        .iter()
+        .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    (events + records).clamp(1, BACKLOG_BYTES) as u32
+}
 
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Error {
@@ -371,6 +393,7 @@ impl Outbox {
         let writer = writer::start(shared.clone(), rx)?;
         Ok(Outbox {
             tx,
+            backlog: Arc::new(tokio::sync::Semaphore::new(BACKLOG_BYTES)),
             shared,
             writer: Arc::new(Mutex::new(Some(writer))),
         })
@@ -381,6 +404,11 @@ impl Outbox {
         if write.events.is_empty() && write.records.is_empty() {
             return Ok(Vec::new());
         }
+        let _queued = self
+            .backlog
+            .acquire_many(backlog_cost(&write))
+            .await
+            .map_err(|_| Error::Closed)?;
         self.request(|reply| writer::Request::Append { write, reply })
             .await?
     }
