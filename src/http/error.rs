@@ -243,7 +243,9 @@ impl From<crate::queue::Error> for ApiError {
             },
             Q::Conflict { .. } | Q::Unrequeueable { .. } => ApiError::Conflict(e.to_string()),
             Q::NoDeadLetter(_) => ApiError::NotFound(e.to_string()),
-            Q::Open { .. } | Q::Storage(_) | Q::Task(_) => ApiError::Internal(e.to_string()),
+            Q::Open { .. } | Q::Storage(_) | Q::Task(_) | Q::Aborted => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

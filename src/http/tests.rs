@@ -435,7 +435,12 @@ fn random_and_mutated_requests_never_get_a_5xx_other_than_503() {
         failure_persistence: None,
         ..PropConfig::default()
     };
-    let mut runner = TestRunner::new(config);
+    // A fixed seed: the coverage check below (every status class seen) must not depend on luck;
+    // with a random seed one run in a few dozen drew no 409.
+    let rng = proptest::test_runner::TestRng::deterministic_rng(
+        proptest::test_runner::RngAlgorithm::ChaCha,
+    );
+    let mut runner = TestRunner::new_with_rng(config, rng);
     let strategy = any_request(route_id);
     let seen = std::sync::Mutex::new(std::collections::BTreeMap::<u16, usize>::new());
     runner

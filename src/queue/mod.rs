@@ -64,6 +64,8 @@ mod failure_tests;
 mod model_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod update_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,6 +103,9 @@ pub enum Error {
         available_bytes: u64,
         reserve_bytes: u64,
     },
+    /// An [`Update`]'s closure declined (or panicked); nothing of it was written.
+    #[error("the update was aborted")]
+    Aborted,
     /// A precondition of the write did not hold; nothing was written.
     #[error("{tree} record changed concurrently")]
     Conflict { tree: String },
@@ -133,6 +138,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Write {
     pub events: Vec<NewEvent>,
     pub records: Vec<RecordOp>,
+}
+
+/// A read-modify-write of one domain record: the writer runs `apply` with the record's current
+/// value (including the writes planned before it in the same group) and commits what it returns
+/// atomically, like an [`Outbox::append`]. No compare-and-set and no retry are needed, since the
+/// writer is the only writer; a hot record (a vehicle sending fixes) never conflicts.
+pub struct Update {
+    /// One of the domain trees named at [`Outbox::open`].
+    pub tree: &'static str,
+    pub key: Vec<u8>,
+    /// Runs on the writer thread, so it must be quick and do no I/O. `None` aborts this request
+    /// alone with [`Error::Aborted`]; the closure reports why through what it captured. A panic
+    /// inside it aborts the request too, not the writer.
+    pub apply: UpdateFn,
+}
+
+/// The closure of an [`Update`]: the record's current value in, the write to commit out.
+pub type UpdateFn = Box<dyn FnOnce(Option<&[u8]>) -> Option<Write> + Send>;
+
+impl std::fmt::Debug for Update {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Update")
+            .field("tree", &self.tree)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A change to a domain record.
@@ -299,6 +330,9 @@ const REQUEST_CAPACITY: usize = 16_384;
 /// queued in front of the writer however many requests are in flight.
 const BACKLOG_BYTES: usize = 64 * 1024 * 1024;
 
+/// What an [`Update`] holds of [`BACKLOG_BYTES`]: its result is not known before it runs.
+const UPDATE_COST: u32 = 4096;
+
 /// What an append holds of [`BACKLOG_BYTES`]: its bytes, at least 1, at most all of it (a
 /// single write larger than the bound goes alone).
 fn backlog_cost(write: &Write) -> u32 {
@@ -410,6 +444,18 @@ impl Outbox {
             .await
             .map_err(|_| Error::Closed)?;
         self.request(|reply| writer::Request::Append { write, reply })
+            .await?
+    }
+
+    /// Read-modify-write one record on the writer thread and append what the closure returns;
+    /// returns the sequenced events once durable.
+    pub async fn update(&self, update: Update) -> Result<Vec<Arc<Envelope>>> {
+        let _queued = self
+            .backlog
+            .acquire_many(UPDATE_COST)
+            .await
+            .map_err(|_| Error::Closed)?;
+        self.request(|reply| writer::Request::Update { update, reply })
             .await?
     }
 

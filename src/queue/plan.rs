@@ -15,7 +15,7 @@ use super::codec::{self, DeadLetterV1};
 use super::writer::{
     Answer, META_KEY, MetaV1, Request, encode_meta, parse_pending, pending_value, route_index_key,
 };
-use super::{Error, Expect, Result, Shared, Write, space};
+use super::{Error, Expect, Result, Shared, Update, Write, space};
 use crate::config::Durability;
 use crate::events::{Envelope, NewEvent};
 
@@ -82,6 +82,10 @@ impl<'a> Plan<'a> {
         match req {
             Request::Append { write, reply } => {
                 let r = self.append(write);
+                Answer::Events(reply, r)
+            }
+            Request::Update { update, reply } => {
+                let r = self.update(update);
                 Answer::Events(reply, r)
             }
             Request::Requeue { seq, reply } => {
@@ -180,6 +184,24 @@ impl<'a> Plan<'a> {
             out.push(env);
         }
         Ok(out)
+    }
+
+    /// Run an update's closure against the record as this group sees it, then append its write.
+    fn update(&mut self, u: Update) -> Result<Vec<Arc<Envelope>>> {
+        let tree = self.domain_index(u.tree).ok_or_else(|| {
+            Error::Storage(sled::Error::Unsupported(format!("unknown tree {}", u.tree)))
+        })?;
+        let current = self.read(tree, &u.key);
+        let apply = u.apply;
+        let write = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            apply(current.as_deref())
+        }))
+        .map_err(|_| {
+            tracing::error!(tree = u.tree, "an outbox update panicked; it was aborted");
+            Error::Aborted
+        })?
+        .ok_or(Error::Aborted)?;
+        self.append(write)
     }
 
     fn check_quota(&self, events: u64, bytes: u64) -> Result<()> {

@@ -27,6 +27,10 @@ pub(super) enum Request {
         write: Write,
         reply: oneshot::Sender<Result<Vec<Arc<Envelope>>>>,
     },
+    Update {
+        update: super::Update,
+        reply: oneshot::Sender<Result<Vec<Arc<Envelope>>>>,
+    },
     Ack {
         seqs: Vec<u64>,
         reply: oneshot::Sender<Result<()>>,
@@ -307,7 +311,9 @@ impl Answer {
 
     fn reject(req: Request, error: impl Fn() -> Error) {
         match req {
-            Request::Append { reply, .. } => drop(reply.send(Err(error()))),
+            Request::Append { reply, .. } | Request::Update { reply, .. } => {
+                drop(reply.send(Err(error())))
+            }
             Request::Requeue { reply, .. } => drop(reply.send(Err(error()))),
             Request::Ack { reply, .. }
             | Request::Failed { reply, .. }

@@ -5,11 +5,13 @@
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
-use super::reads::load_vehicle;
-use super::record::{Position, VehicleRecord};
-use super::{Error, MAX_ATTEMPTS, Result, Store, lifecycle};
+use std::sync::{Arc, Mutex};
+
+use super::record::{self, Position, VehicleRecord};
+use super::writes::put;
+use super::{Error, RecordLimit, Result, Store, VEHICLES, keys, lifecycle};
 use crate::events::{self, NewEvent};
-use crate::queue::{self, Write};
+use crate::queue::{self, Expect, Write};
 
 /// What a batch of GPS fixes did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,68 +50,122 @@ struct PositionEvent<'a> {
 impl Store {
     /// Record GPS fixes: one `vehicle.position` event each; the newest fix becomes the vehicle's
     /// position and refreshes its active route's delay.
+    ///
+    /// The vehicle record is read, changed and written by the outbox writer itself
+    /// ([`queue::Update`]), in the same group commit as the events: no read on the blocking pool,
+    /// no compare-and-set to lose when two batches of one vehicle arrive together.
     pub async fn track(&self, vehicle_id: &str, fixes: Vec<Position>) -> Result<Tracked> {
-        let mut attempts = 0;
-        loop {
-            let vid = vehicle_id.to_string();
-            let old = self.blocking(move |t| load_vehicle(t, &vid)).await?;
-            let mut v = old.as_ref().map(|(_, v)| v.clone()).unwrap_or_default();
-            let newest = fixes.iter().max_by_key(|f| f.timestamp).copied();
-            if let Some(fix) = newest
-                && v.last_position.is_none_or(|p| fix.timestamp >= p.timestamp)
-            {
-                v.last_position = Some(fix);
-                if let Some(active) = &mut v.active_route
-                    && let Some(next) = &active.next_stop
-                {
-                    active.delay_seconds = self.travel().delay_seconds(&fix, next);
-                }
+        let outcome = Arc::new(Mutex::new(None));
+        let job = TrackJob {
+            vehicle_id: vehicle_id.to_string(),
+            fixes,
+            travel: self.travel(),
+            topic: self.topics.vehicle_position.clone(),
+            limit: self.limit.clone(),
+            outcome: outcome.clone(),
+        };
+        let update = queue::Update {
+            tree: VEHICLES,
+            key: keys::vehicle(vehicle_id),
+            apply: Box::new(move |current| job.apply(current)),
+        };
+        let result = self.outbox.update(update).await;
+        let planned = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (result, planned) {
+            (Ok(sequenced), Some(Ok(tracked))) => Ok(Tracked {
+                last_seq: sequenced.last().map_or(0, |e| e.seq),
+                ..tracked
+            }),
+            (Err(queue::Error::Aborted), Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(e.into()),
+            (Ok(_), _) => Err(Error::Task("the vehicle update left no outcome".into())),
+        }
+    }
+}
+
+/// A batch of fixes, applied by the outbox writer to the vehicle's current record.
+struct TrackJob {
+    vehicle_id: String,
+    fixes: Vec<Position>,
+    travel: lifecycle::Travel,
+    topic: String,
+    limit: Arc<RecordLimit>,
+    /// What [`TrackJob::apply`] decided, for [`Store::track`].
+    outcome: Arc<Mutex<Option<Result<Tracked>>>>,
+}
+
+impl TrackJob {
+    fn apply(self, current: Option<&[u8]>) -> Option<Write> {
+        let planned = self.plan(current);
+        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        match planned {
+            Ok((tracked, write)) => {
+                *outcome = Some(Ok(tracked));
+                Some(write)
             }
-            let tracked = tracked(vehicle_id, &v, fixes.len());
-            let topic = &self.topics.vehicle_position;
-            let route_id = tracked.route_id.as_deref();
-            let events: Vec<_> = fixes
-                .iter()
-                .map(|p| {
-                    let payload = PositionEvent {
-                        vehicle_id,
-                        route_id,
-                        position: p,
-                        next_stop_id: tracked.next_stop_id.as_deref(),
-                        next_stop_eta: tracked.next_stop_eta,
-                        delay_seconds: tracked.delay_seconds,
-                    };
-                    NewEvent::now(
-                        events::VEHICLE_POSITION,
-                        topic,
-                        vehicle_id,
-                        route_id,
-                        &payload,
-                    )
-                })
-                .collect();
-            self.limit.check(&events)?;
-            let op = self.vehicle_op(vehicle_id, old.as_ref().map(|o| &o.0), &v);
-            match self
-                .outbox
-                .append(Write {
-                    events,
-                    records: vec![op],
-                })
-                .await
-            {
-                Ok(sequenced) => {
-                    let last_seq = sequenced.last().map_or(0, |e| e.seq);
-                    return Ok(Tracked {
-                        last_seq,
-                        ..tracked
-                    });
-                }
-                Err(queue::Error::Conflict { .. }) if attempts + 1 < MAX_ATTEMPTS => attempts += 1,
-                Err(queue::Error::Conflict { .. }) => return Err(Error::Busy),
-                Err(e) => return Err(e.into()),
+            Err(e) => {
+                *outcome = Some(Err(e));
+                None
             }
         }
+    }
+
+    fn plan(&self, current: Option<&[u8]>) -> Result<(Tracked, Write)> {
+        let mut v: VehicleRecord = match current {
+            Some(raw) => record::decode(raw).map_err(|source| Error::Corrupt {
+                tree: VEHICLES,
+                key: self.vehicle_id.clone(),
+                source,
+            })?,
+            None => VehicleRecord::default(),
+        };
+        let newest = self.fixes.iter().max_by_key(|f| f.timestamp).copied();
+        if let Some(fix) = newest
+            && v.last_position.is_none_or(|p| fix.timestamp >= p.timestamp)
+        {
+            v.last_position = Some(fix);
+            if let Some(active) = &mut v.active_route
+                && let Some(next) = &active.next_stop
+            {
+                active.delay_seconds = self.travel.delay_seconds(&fix, next);
+            }
+        }
+        let vehicle_id = self.vehicle_id.as_str();
+        let tracked = tracked(vehicle_id, &v, self.fixes.len());
+        let route_id = tracked.route_id.as_deref();
+        let events: Vec<_> = self
+            .fixes
+            .iter()
+            .map(|p| {
+                let payload = PositionEvent {
+                    vehicle_id,
+                    route_id,
+                    position: p,
+                    next_stop_id: tracked.next_stop_id.as_deref(),
+                    next_stop_eta: tracked.next_stop_eta,
+                    delay_seconds: tracked.delay_seconds,
+                };
+                NewEvent::now(
+                    events::VEHICLE_POSITION,
+                    &self.topic,
+                    vehicle_id,
+                    route_id,
+                    &payload,
+                )
+            })
+            .collect();
+        self.limit.check(&events)?;
+        let op = put(
+            VEHICLES,
+            keys::vehicle(vehicle_id),
+            record::encode(&v),
+            Expect::Any,
+        );
+        let write = Write {
+            events,
+            records: vec![op],
+        };
+        Ok((tracked, write))
     }
 }
 
