@@ -1,7 +1,6 @@
 //! The drain loop: rounds of peek → produce → ack, with backoff and the circuit breaker.
 //! The invariants it keeps are stated in the [module docs](super).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,12 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::breaker::{Breaker, Circuit};
-use super::{DrainConfig, Error, EventSink, Round, SinkError, partition};
+use super::{DrainConfig, Error, EventSink, Round};
 use crate::delivery::Status;
-use crate::events::Envelope;
 use crate::metrics;
 use crate::queue::{self, Outbox, Peeked};
 
+#[path = "produce.rs"]
+mod produce;
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
@@ -38,26 +38,6 @@ pub struct Drainer<S> {
 /// A round reads up to this many requests' worth of events, so that every partition can get a
 /// full request even when a round's events spread over several partitions.
 const ROUND_REQUESTS: usize = 4;
-
-/// The outcome of producing one partition's batch.
-#[derive(Debug, Default)]
-struct Outcome {
-    acked: Vec<u64>,
-    failed: Vec<u64>,
-    dead: Vec<(u64, String)>,
-    error: Option<String>,
-}
-
-impl Outcome {
-    fn merge(&mut self, other: Outcome) {
-        self.acked.extend(other.acked);
-        self.failed.extend(other.failed);
-        self.dead.extend(other.dead);
-        if self.error.is_none() {
-            self.error = other.error;
-        }
-    }
-}
 
 impl<S: EventSink> Drainer<S> {
     pub fn new(outbox: Outbox, sink: Arc<S>, cfg: DrainConfig, status: Arc<Status>) -> Self {
@@ -251,138 +231,5 @@ impl<S: EventSink> Drainer<S> {
         let circuit = self.breaker.state(Instant::now());
         self.status.failure(error, 0, 0, circuit);
         tracing::debug!(error, "kafka probe failed");
-    }
-
-    /// Sort the batch into dead letters and per-partition groups, then produce the groups.
-    async fn deliver(&self, batch: Vec<Peeked>) -> Outcome {
-        let mut out = Outcome::default();
-        let mut groups: BTreeMap<(String, i32), Vec<Envelope>> = BTreeMap::new();
-        let mut broken_topics: BTreeMap<String, SinkError> = BTreeMap::new();
-        for p in batch {
-            let e = match p {
-                Peeked::Corrupt { seq, reason } => {
-                    out.dead.push((seq, reason));
-                    continue;
-                }
-                Peeked::Event(e) => e,
-            };
-            let size = self.sink.record_size(&e) as u64;
-            if size > self.cfg.max_record_bytes {
-                let reason = format!(
-                    "record of {size} bytes exceeds kafka.max_record_bytes ({})",
-                    self.cfg.max_record_bytes
-                );
-                out.dead.push((e.seq, reason));
-                continue;
-            }
-            if !broken_topics.contains_key(&e.topic) {
-                match self.partitions(&e.topic).await {
-                    Ok(n) => {
-                        let p = partition::partition_for_key(e.key.as_bytes(), n);
-                        groups.entry((e.topic.clone(), p)).or_default().push(e);
-                        continue;
-                    }
-                    Err(err) => {
-                        broken_topics.insert(e.topic.clone(), err);
-                    }
-                }
-            }
-            match &broken_topics[&e.topic] {
-                SinkError::Rejected(r) => out.dead.push((e.seq, r.clone())),
-                SinkError::Retriable(r) => {
-                    out.failed.push(e.seq);
-                    out.error.get_or_insert_with(|| r.clone());
-                }
-            }
-        }
-        let sends = groups
-            .into_iter()
-            .map(|((topic, p), events)| self.produce_bisecting(topic, p, events));
-        for o in futures_util::future::join_all(sends).await {
-            out.merge(o);
-        }
-        out
-    }
-
-    async fn partitions(&self, topic: &str) -> Result<i32, SinkError> {
-        match tokio::time::timeout(self.cfg.request_timeout, self.sink.partitions(topic)).await {
-            Ok(r) => r,
-            Err(_) => Err(SinkError::Retriable(format!(
-                "metadata for {topic} timed out"
-            ))),
-        }
-    }
-
-    /// Split one partition's events into requests of at most `max_records` and about
-    /// `max_bytes`, in order.
-    fn requests(&self, events: Vec<Envelope>) -> Vec<Vec<Envelope>> {
-        let mut out: Vec<Vec<Envelope>> = Vec::new();
-        let mut bytes = 0u64;
-        for e in events {
-            let size = self.sink.record_size(&e) as u64;
-            let start_new = match out.last() {
-                None => true,
-                Some(last) => {
-                    last.len() >= self.cfg.max_records || bytes + size > self.cfg.max_bytes
-                }
-            };
-            if start_new {
-                out.push(Vec::new());
-                bytes = 0;
-            }
-            bytes += size;
-            out.last_mut().expect("just pushed").push(e);
-        }
-        out
-    }
-
-    /// Produce one partition's events; on a rejection, split to isolate the culprits. Once a
-    /// part fails retriably, the parts after it are not sent (they would overtake it).
-    async fn produce_bisecting(
-        &self,
-        topic: String,
-        partition: i32,
-        events: Vec<Envelope>,
-    ) -> Outcome {
-        let mut out = Outcome::default();
-        let mut work = self.requests(events);
-        work.reverse();
-        while let Some(part) = work.pop() {
-            if out.error.is_some() {
-                out.failed.extend(part.iter().map(|e| e.seq));
-                continue;
-            }
-            let started = Instant::now();
-            let sent = tokio::time::timeout(
-                self.cfg.request_timeout,
-                self.sink.produce(&topic, partition, &part),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(SinkError::Retriable(format!(
-                    "produce to {topic}/{partition} timed out"
-                )))
-            });
-            match sent {
-                Ok(()) => {
-                    metrics::published(part.len() as u64, started.elapsed());
-                    out.acked.extend(part.iter().map(|e| e.seq));
-                }
-                Err(SinkError::Retriable(e)) => {
-                    out.failed.extend(part.iter().map(|e| e.seq));
-                    out.error = Some(e);
-                }
-                Err(SinkError::Rejected(reason)) if part.len() == 1 => {
-                    out.dead.push((part[0].seq, reason));
-                }
-                Err(SinkError::Rejected(_)) => {
-                    let mut part = part;
-                    let second = part.split_off(part.len() / 2);
-                    work.push(second);
-                    work.push(part);
-                }
-            }
-        }
-        out
     }
 }

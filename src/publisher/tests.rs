@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{Settings, StorageConfig};
+use crate::events::Envelope;
 use crate::events::NewEvent;
+use crate::publisher::{SinkError, partition};
 use crate::queue::Write;
 
 /// What the fake sink answers to the next produce calls (default: success).
