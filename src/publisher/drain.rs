@@ -9,10 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::breaker::{Breaker, Circuit};
+use super::pause::{Pauses, Refusal};
 use super::{DrainConfig, Error, EventSink, Round};
 use crate::delivery::Status;
 use crate::metrics;
 use crate::queue::{self, Outbox, Peeked};
+
+use self::produce::Outcome;
 
 #[path = "produce.rs"]
 mod produce;
@@ -33,6 +36,8 @@ pub struct Drainer<S> {
     cursor: u64,
     /// The next round's peek (events after `.0`), read while this round's produce is in flight.
     prefetch: Option<(u64, JoinHandle<queue::Result<Vec<Peeked>>>)>,
+    /// Topics Kafka refuses routegate a permission on: skipped, retried on their own backoff.
+    pauses: Pauses,
 }
 
 /// A round reads up to this many requests' worth of events, so that every partition can get a
@@ -43,6 +48,7 @@ impl<S: EventSink> Drainer<S> {
     pub fn new(outbox: Outbox, sink: Arc<S>, cfg: DrainConfig, status: Arc<Status>) -> Self {
         Drainer {
             breaker: Breaker::new(cfg.breaker_threshold, cfg.breaker_cooldown),
+            pauses: Pauses::new(cfg.backoff_initial, cfg.backoff_max),
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
             outbox,
             sink,
@@ -95,7 +101,14 @@ impl<S: EventSink> Drainer<S> {
                     }
                     continue;
                 }
-                Round::Idle => self.cfg.idle_probe.saturating_sub(last_contact.elapsed()),
+                Round::Idle => {
+                    let probe = self.cfg.idle_probe.saturating_sub(last_contact.elapsed());
+                    let retry = self
+                        .pauses
+                        .next_retry_at()
+                        .map(|t| t.saturating_duration_since(Instant::now()));
+                    retry.map_or(probe, |r| r.min(probe))
+                }
                 Round::Failed { .. } => self.backoff.next_delay(),
                 Round::CircuitOpen => self
                     .breaker
@@ -124,6 +137,7 @@ impl<S: EventSink> Drainer<S> {
         self.status.stalled(&reason);
         self.cursor = 0;
         self.prefetch = None;
+        self.pauses.rescan();
         self.backoff.next_delay()
     }
 
@@ -143,6 +157,10 @@ impl<S: EventSink> Drainer<S> {
         if !permitted {
             return Ok(Round::CircuitOpen);
         }
+        if let Some(from) = self.pauses.start_retry(Instant::now(), self.cursor) {
+            self.cursor = from;
+            self.report_pauses();
+        }
         let mut batch = self.peek().await?;
         // Linger only when not even one request is full; a larger batch goes out at once.
         if !batch.is_empty() && batch.len() < self.cfg.max_records && !self.cfg.linger.is_zero() {
@@ -150,6 +168,14 @@ impl<S: EventSink> Drainer<S> {
             batch = self.peek().await?;
         }
         if batch.is_empty() {
+            for topic in self.pauses.drained() {
+                tracing::info!(
+                    topic,
+                    "no events of the paused topic are left; its pause ends"
+                );
+                metrics::topic_paused(&topic, false);
+            }
+            self.report_pauses();
             if self.breaker.state(Instant::now()) == Circuit::HalfOpen {
                 self.probe().await;
             }
@@ -168,6 +194,9 @@ impl<S: EventSink> Drainer<S> {
             "round"
         );
         let (published, dead) = (outcome.acked.len(), outcome.dead.len());
+        let paused = self.settle_pauses(&outcome);
+        // A round that only skipped paused topics' events never reached Kafka.
+        let skipped_only = published == 0 && dead == 0 && outcome.refused.is_empty();
         self.status.dead_lettered(dead as u64);
         metrics::dead_lettered(dead as u64);
         if let Some((seq, reason)) = outcome.dead.first() {
@@ -183,6 +212,7 @@ impl<S: EventSink> Drainer<S> {
             self.outbox.record_failure(outcome.failed).await?;
             self.cursor = 0;
             self.prefetch = None;
+            self.pauses.rescan();
             self.breaker.on_failure(Instant::now());
             let circuit = self.breaker.state(Instant::now());
             self.status
@@ -191,11 +221,60 @@ impl<S: EventSink> Drainer<S> {
             tracing::warn!(error = %error, retried, published, ?circuit, "publish round failed");
             return Ok(Round::Failed { error, retried });
         }
-        self.cursor = top;
-        self.breaker.on_success();
-        self.backoff.reset();
-        self.status.success(published as u64, Circuit::Closed);
-        Ok(Round::Delivered { published, dead })
+        self.cursor = self.pauses.next_cursor(top);
+        // Refusals do not count as failures: the broker answered (see the module docs).
+        if !skipped_only {
+            self.breaker.on_success();
+            self.backoff.reset();
+            self.status.success(published as u64, Circuit::Closed);
+        }
+        Ok(Round::Delivered {
+            published,
+            dead,
+            paused,
+        })
+    }
+
+    /// Record what the round showed about paused topics: refusals pause (or keep paused) a
+    /// topic, a delivery ends its pause. Returns the events left pending for pauses.
+    fn settle_pauses(&mut self, outcome: &Outcome) -> usize {
+        let now = Instant::now();
+        for (topic, denied) in &outcome.refused {
+            metrics::authorization_denied(topic);
+            let first = outcome.paused.get(topic).map_or(u64::MAX, |p| p.0);
+            match self.pauses.refused(topic, denied.clone(), first, now) {
+                Refusal::Paused => {
+                    metrics::topic_paused(topic, true);
+                    tracing::error!(
+                        topic, denied = %denied, fix = %denied.fix(),
+                        "Kafka refused routegate a permission: delivery to the topic is paused, \
+                         its events stay queued and it is retried until the ACL is granted"
+                    );
+                }
+                Refusal::StillPaused => {
+                    tracing::warn!(topic, denied = %denied, "the paused topic is still refused")
+                }
+            }
+        }
+        for (topic, (seq, _)) in &outcome.paused {
+            if !outcome.refused.contains_key(topic) {
+                self.pauses.left_pending(topic, *seq);
+            }
+        }
+        for topic in &outcome.delivered {
+            if !outcome.refused.contains_key(topic) && self.pauses.delivered(topic) {
+                metrics::topic_paused(topic, false);
+                tracing::info!(topic, "Kafka accepts the topic again: delivery resumed");
+            }
+        }
+        self.report_pauses();
+        outcome.paused.values().map(|p| p.1).sum()
+    }
+
+    fn report_pauses(&mut self) {
+        if let Some(list) = self.pauses.report(Instant::now()) {
+            self.status.paused(list);
+        }
     }
 
     /// Events after the cursor: the prefetched ones if they start there, else a fresh read.

@@ -1,13 +1,13 @@
-//! One round's batch on the wire: sorted into dead letters and per-partition groups, then
-//! produced, partitions concurrently, each in sequence order.
+//! One round's batch on the wire: sorted into dead letters, paused topics and per-partition
+//! groups, then produced, partitions concurrently, each in sequence order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::Drainer;
 use crate::events::Envelope;
 use crate::metrics;
-use crate::publisher::{EventSink, SinkError, partition};
+use crate::publisher::{Denied, EventSink, SinkError, partition};
 use crate::queue::Peeked;
 
 /// The outcome of producing one partition's batch.
@@ -17,6 +17,12 @@ pub(super) struct Outcome {
     pub failed: Vec<u64>,
     pub dead: Vec<(u64, String)>,
     pub error: Option<String>,
+    /// Topics Kafka accepted a produce to.
+    pub delivered: BTreeSet<String>,
+    /// Per topic left pending for a pause (or a refusal): the lowest seq and the count.
+    pub paused: BTreeMap<String, (u64, usize)>,
+    /// Topics Kafka refused a permission on, this round.
+    pub refused: BTreeMap<String, Denied>,
 }
 
 impl Outcome {
@@ -27,11 +33,26 @@ impl Outcome {
         if self.error.is_none() {
             self.error = other.error;
         }
+        self.delivered.extend(other.delivered);
+        for (topic, (seq, n)) in other.paused {
+            self.pause(&topic, seq, n);
+        }
+        for (topic, denied) in other.refused {
+            self.refused.entry(topic).or_insert(denied);
+        }
+    }
+
+    /// `n` events of `topic` stay pending for a pause, the lowest being `seq`.
+    fn pause(&mut self, topic: &str, seq: u64, n: usize) {
+        let entry = self.paused.entry(topic.to_string()).or_insert((seq, 0));
+        entry.0 = entry.0.min(seq);
+        entry.1 += n;
     }
 }
 
 impl<S: EventSink> Drainer<S> {
-    /// Sort the batch into dead letters and per-partition groups, then produce the groups.
+    /// Sort the batch into dead letters, events of paused topics (left pending) and
+    /// per-partition groups, then produce the groups.
     pub(super) async fn deliver(&self, batch: Vec<Peeked>) -> Outcome {
         let mut out = Outcome::default();
         let mut groups: BTreeMap<(String, i32), Vec<Envelope>> = BTreeMap::new();
@@ -53,6 +74,10 @@ impl<S: EventSink> Drainer<S> {
                 out.dead.push((e.seq, reason));
                 continue;
             }
+            if self.pauses.skips(&e.topic) {
+                out.pause(&e.topic, e.seq, 1);
+                continue;
+            }
             if !broken_topics.contains_key(&e.topic) {
                 match self.partitions(&e.topic).await {
                     Ok(n) => {
@@ -70,6 +95,10 @@ impl<S: EventSink> Drainer<S> {
                 SinkError::Retriable(r) => {
                     out.failed.push(e.seq);
                     out.error.get_or_insert_with(|| r.clone());
+                }
+                SinkError::Unauthorized(denied) => {
+                    out.refused.insert(e.topic.clone(), denied.clone());
+                    out.pause(&e.topic, e.seq, 1);
                 }
             }
         }
@@ -115,7 +144,8 @@ impl<S: EventSink> Drainer<S> {
     }
 
     /// Produce one partition's events; on a rejection, split to isolate the culprits. Once a
-    /// part fails retriably, the parts after it are not sent (they would overtake it).
+    /// part fails retriably or is refused, the parts after it are not sent (they would
+    /// overtake it).
     async fn produce_bisecting(
         &self,
         topic: String,
@@ -128,6 +158,10 @@ impl<S: EventSink> Drainer<S> {
         while let Some(part) = work.pop() {
             if out.error.is_some() {
                 out.failed.extend(part.iter().map(|e| e.seq));
+                continue;
+            }
+            if !out.refused.is_empty() {
+                out.pause(&topic, part[0].seq, part.len());
                 continue;
             }
             let started = Instant::now();
@@ -145,6 +179,11 @@ impl<S: EventSink> Drainer<S> {
                 Ok(()) => {
                     metrics::published(part.len() as u64, started.elapsed());
                     out.acked.extend(part.iter().map(|e| e.seq));
+                    out.delivered.insert(topic.clone());
+                }
+                Err(SinkError::Unauthorized(denied)) => {
+                    out.pause(&topic, part[0].seq, part.len());
+                    out.refused.insert(topic.clone(), denied);
                 }
                 Err(SinkError::Retriable(e)) => {
                     out.failed.extend(part.iter().map(|e| e.seq));
