@@ -49,6 +49,27 @@ pub struct Snapshot {
     pub stalled: Option<String>,
     /// Times the drain restarted after an error or a panic.
     pub restarts: u64,
+    /// Topics whose delivery is paused because Kafka refuses routegate a permission on them;
+    /// their events wait in the outbox, in order.
+    #[serde(default)]
+    pub paused: Vec<PausedTopic>,
+}
+
+/// A topic whose delivery is paused: Kafka refused routegate's principal an operation on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PausedTopic {
+    pub topic: String,
+    /// What Kafka refused, to whom, and its answer.
+    pub denied: String,
+    /// The `kafka-acls` command that grants what is missing.
+    pub fix: String,
+    /// When the pause began.
+    pub since: DateTime<Utc>,
+    /// Retries refused since the pause began.
+    pub retries: u32,
+    /// When the topic is tried again (`None` while a retry is under way).
+    pub next_retry_at: Option<DateTime<Utc>>,
 }
 
 /// The state live clients are told about when it changes (`kafka.status`).
@@ -80,6 +101,7 @@ impl Default for Status {
             dead_lettered_total: 0,
             stalled: None,
             restarts: 0,
+            paused: Vec::new(),
         };
         let (changes, _) = watch::channel(Connectivity {
             circuit: Circuit::Closed,
@@ -135,6 +157,11 @@ impl Status {
         if s.stalled.take().is_some() {
             tracing::info!("the drain runs again");
         }
+    }
+
+    /// The topics whose delivery is paused now (replaces the previous list).
+    pub fn paused(&self, topics: Vec<PausedTopic>) {
+        self.lock().paused = topics;
     }
 
     pub fn dead_lettered(&self, n: u64) {

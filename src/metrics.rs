@@ -79,6 +79,21 @@ pub fn dead_lettered(n: u64) {
     counter!("routegate_kafka_publish_total", "result" => "dead_letter").increment(n);
 }
 
+/// Kafka refused routegate's principal a permission on `topic` (one refused request).
+pub fn authorization_denied(topic: &str) {
+    counter!("routegate_kafka_authorization_denied_total", "topic" => topic.to_string())
+        .increment(1);
+}
+
+/// Delivery to `topic` paused (1) for a missing permission, or resumed (0).
+pub fn topic_paused(topic: &str, paused: bool) {
+    gauge!("routegate_kafka_topic_paused", "topic" => topic.to_string()).set(if paused {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 pub fn circuit_changed(c: Circuit) {
     gauge!("routegate_circuit_state").set(c.gauge());
 }

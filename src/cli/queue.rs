@@ -229,6 +229,10 @@ fn print_stats(source: &str, s: &QueueStats) {
                 "last error       {}",
                 d.last_error.as_deref().unwrap_or("-")
             );
+            for p in &d.paused {
+                println!("paused topic     {}: {}", p.topic, p.denied);
+                println!("                 grant it: {}", p.fix);
+            }
         }
         None => println!("circuit          unknown (no gateway running)"),
     }

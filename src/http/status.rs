@@ -12,7 +12,7 @@ use warp::http::StatusCode;
 use warp::reply::{self, Response};
 use warp::{Filter, Rejection, Reply};
 
-use crate::delivery::{Circuit, Snapshot, Status};
+use crate::delivery::{Circuit, PausedTopic, Snapshot, Status};
 use crate::metrics;
 use crate::queue::{Outbox, Stats};
 
@@ -40,6 +40,8 @@ pub struct KafkaHealth {
     pub last_published_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+    /// Topics Kafka refuses routegate a permission on: their events wait, in order.
+    pub paused_topics: Vec<PausedTopic>,
 }
 
 /// Judge delivery from the publisher's snapshot and the queue's figures.
@@ -57,6 +59,9 @@ pub fn assess(d: &Snapshot, q: &Stats, now: DateTime<Utc>) -> KafkaHealth {
     let (status, message) = match (&q.failure, &d.stalled) {
         (Some(failure), _) => (Health::Unhealthy, failure.clone()),
         (None, Some(stall)) => (Health::Unhealthy, stall.clone()),
+        (None, None) if d.circuit != Circuit::Open && !d.paused.is_empty() => {
+            (Health::Degraded, paused_message(&d.paused))
+        }
         (None, None) => judge_circuit(d, failing, &err, age),
     };
     KafkaHealth {
@@ -70,7 +75,32 @@ pub fn assess(d: &Snapshot, q: &Stats, now: DateTime<Utc>) -> KafkaHealth {
         last_published_at: d.last_success_at,
         last_error: d.last_error.clone(),
         last_error_at: d.last_failure_at,
+        paused_topics: d.paused.clone(),
     }
+}
+
+/// Delivery to some topics is paused for a missing permission: name them, what Kafka refused,
+/// and what to do (the details of each are in `pausedTopics`).
+fn paused_message(paused: &[PausedTopic]) -> String {
+    let what: Vec<String> = paused
+        .iter()
+        .map(|p| {
+            format!(
+                "topic {:?}: {}; grant it with: {}",
+                p.topic, p.denied, p.fix
+            )
+        })
+        .collect();
+    format!(
+        "delivery paused, not authorized: {}. The events of {} wait in order and nothing is \
+         dead-lettered; delivery resumes by itself once the ACL is granted",
+        what.join(" | "),
+        if paused.len() == 1 {
+            "that topic"
+        } else {
+            "these topics"
+        },
+    )
 }
 
 fn judge_circuit(d: &Snapshot, failing: bool, err: &str, age: f64) -> (Health, String) {
@@ -162,6 +192,7 @@ mod tests {
             dead_lettered_total: 0,
             stalled: None,
             restarts: 0,
+            paused: Vec::new(),
         }
     }
 
@@ -215,5 +246,29 @@ mod tests {
         let h = assess(&snapshot(Circuit::Closed), &broken, now);
         assert_eq!(h.status, Health::Unhealthy);
         assert!(h.message.starts_with("storage failed"), "{}", h.message);
+    }
+
+    #[test]
+    fn a_paused_topic_degrades_health_naming_the_topic_the_permission_and_the_fix() {
+        let now = Utc::now();
+        let mut paused = snapshot(Circuit::Closed);
+        paused.paused = vec![PausedTopic {
+            topic: "positions".into(),
+            denied: "Kafka refused User:routegate WRITE on topic \"positions\" (produce: …)".into(),
+            fix: "kafka-acls.sh … --operation WRITE --topic 'positions'".into(),
+            since: now,
+            retries: 2,
+            next_retry_at: Some(now),
+        }];
+        let h = assess(&paused, &Stats::default(), now);
+        assert_eq!(h.status, Health::Degraded);
+        for part in ["positions", "WRITE", "kafka-acls.sh", "resumes by itself"] {
+            assert!(h.message.contains(part), "{part}: {}", h.message);
+        }
+        assert_eq!(h.paused_topics, paused.paused);
+        paused.circuit = Circuit::Open;
+        let h = assess(&paused, &Stats::default(), now);
+        assert!(h.message.starts_with("circuit open"), "{}", h.message);
+        assert_eq!(h.paused_topics.len(), 1, "still listed");
     }
 }

@@ -1,7 +1,6 @@
 //! The drain loop: rounds of peek → produce → ack, with backoff and the circuit breaker.
 //! The invariants it keeps are stated in the [module docs](super).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,12 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::breaker::{Breaker, Circuit};
-use super::{DrainConfig, Error, EventSink, Round, SinkError, partition};
+use super::pause::{Pauses, Refusal};
+use super::{DrainConfig, Error, EventSink, Round};
 use crate::delivery::Status;
-use crate::events::Envelope;
 use crate::metrics;
 use crate::queue::{self, Outbox, Peeked};
 
+use self::produce::Outcome;
+
+#[path = "produce.rs"]
+mod produce;
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
@@ -33,36 +36,19 @@ pub struct Drainer<S> {
     cursor: u64,
     /// The next round's peek (events after `.0`), read while this round's produce is in flight.
     prefetch: Option<(u64, JoinHandle<queue::Result<Vec<Peeked>>>)>,
+    /// Topics Kafka refuses routegate a permission on: skipped, retried on their own backoff.
+    pauses: Pauses,
 }
 
 /// A round reads up to this many requests' worth of events, so that every partition can get a
 /// full request even when a round's events spread over several partitions.
 const ROUND_REQUESTS: usize = 4;
 
-/// The outcome of producing one partition's batch.
-#[derive(Debug, Default)]
-struct Outcome {
-    acked: Vec<u64>,
-    failed: Vec<u64>,
-    dead: Vec<(u64, String)>,
-    error: Option<String>,
-}
-
-impl Outcome {
-    fn merge(&mut self, other: Outcome) {
-        self.acked.extend(other.acked);
-        self.failed.extend(other.failed);
-        self.dead.extend(other.dead);
-        if self.error.is_none() {
-            self.error = other.error;
-        }
-    }
-}
-
 impl<S: EventSink> Drainer<S> {
     pub fn new(outbox: Outbox, sink: Arc<S>, cfg: DrainConfig, status: Arc<Status>) -> Self {
         Drainer {
             breaker: Breaker::new(cfg.breaker_threshold, cfg.breaker_cooldown),
+            pauses: Pauses::new(cfg.backoff_initial, cfg.backoff_max),
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
             outbox,
             sink,
@@ -115,7 +101,14 @@ impl<S: EventSink> Drainer<S> {
                     }
                     continue;
                 }
-                Round::Idle => self.cfg.idle_probe.saturating_sub(last_contact.elapsed()),
+                Round::Idle => {
+                    let probe = self.cfg.idle_probe.saturating_sub(last_contact.elapsed());
+                    let retry = self
+                        .pauses
+                        .next_retry_at()
+                        .map(|t| t.saturating_duration_since(Instant::now()));
+                    retry.map_or(probe, |r| r.min(probe))
+                }
                 Round::Failed { .. } => self.backoff.next_delay(),
                 Round::CircuitOpen => self
                     .breaker
@@ -144,6 +137,7 @@ impl<S: EventSink> Drainer<S> {
         self.status.stalled(&reason);
         self.cursor = 0;
         self.prefetch = None;
+        self.pauses.rescan();
         self.backoff.next_delay()
     }
 
@@ -163,6 +157,10 @@ impl<S: EventSink> Drainer<S> {
         if !permitted {
             return Ok(Round::CircuitOpen);
         }
+        if let Some(from) = self.pauses.start_retry(Instant::now(), self.cursor) {
+            self.cursor = from;
+            self.report_pauses();
+        }
         let mut batch = self.peek().await?;
         // Linger only when not even one request is full; a larger batch goes out at once.
         if !batch.is_empty() && batch.len() < self.cfg.max_records && !self.cfg.linger.is_zero() {
@@ -170,6 +168,14 @@ impl<S: EventSink> Drainer<S> {
             batch = self.peek().await?;
         }
         if batch.is_empty() {
+            for topic in self.pauses.drained() {
+                tracing::info!(
+                    topic,
+                    "no events of the paused topic are left; its pause ends"
+                );
+                metrics::topic_paused(&topic, false);
+            }
+            self.report_pauses();
             if self.breaker.state(Instant::now()) == Circuit::HalfOpen {
                 self.probe().await;
             }
@@ -188,6 +194,9 @@ impl<S: EventSink> Drainer<S> {
             "round"
         );
         let (published, dead) = (outcome.acked.len(), outcome.dead.len());
+        let paused = self.settle_pauses(&outcome);
+        // A round that only skipped paused topics' events never reached Kafka.
+        let skipped_only = published == 0 && dead == 0 && outcome.refused.is_empty();
         self.status.dead_lettered(dead as u64);
         metrics::dead_lettered(dead as u64);
         if let Some((seq, reason)) = outcome.dead.first() {
@@ -203,6 +212,7 @@ impl<S: EventSink> Drainer<S> {
             self.outbox.record_failure(outcome.failed).await?;
             self.cursor = 0;
             self.prefetch = None;
+            self.pauses.rescan();
             self.breaker.on_failure(Instant::now());
             let circuit = self.breaker.state(Instant::now());
             self.status
@@ -211,11 +221,60 @@ impl<S: EventSink> Drainer<S> {
             tracing::warn!(error = %error, retried, published, ?circuit, "publish round failed");
             return Ok(Round::Failed { error, retried });
         }
-        self.cursor = top;
-        self.breaker.on_success();
-        self.backoff.reset();
-        self.status.success(published as u64, Circuit::Closed);
-        Ok(Round::Delivered { published, dead })
+        self.cursor = self.pauses.next_cursor(top);
+        // Refusals do not count as failures: the broker answered (see the module docs).
+        if !skipped_only {
+            self.breaker.on_success();
+            self.backoff.reset();
+            self.status.success(published as u64, Circuit::Closed);
+        }
+        Ok(Round::Delivered {
+            published,
+            dead,
+            paused,
+        })
+    }
+
+    /// Record what the round showed about paused topics: refusals pause (or keep paused) a
+    /// topic, a delivery ends its pause. Returns the events left pending for pauses.
+    fn settle_pauses(&mut self, outcome: &Outcome) -> usize {
+        let now = Instant::now();
+        for (topic, denied) in &outcome.refused {
+            metrics::authorization_denied(topic);
+            let first = outcome.paused.get(topic).map_or(u64::MAX, |p| p.0);
+            match self.pauses.refused(topic, denied.clone(), first, now) {
+                Refusal::Paused => {
+                    metrics::topic_paused(topic, true);
+                    tracing::error!(
+                        topic, denied = %denied, fix = %denied.fix(),
+                        "Kafka refused routegate a permission: delivery to the topic is paused, \
+                         its events stay queued and it is retried until the ACL is granted"
+                    );
+                }
+                Refusal::StillPaused => {
+                    tracing::warn!(topic, denied = %denied, "the paused topic is still refused")
+                }
+            }
+        }
+        for (topic, (seq, _)) in &outcome.paused {
+            if !outcome.refused.contains_key(topic) {
+                self.pauses.left_pending(topic, *seq);
+            }
+        }
+        for topic in &outcome.delivered {
+            if !outcome.refused.contains_key(topic) && self.pauses.delivered(topic) {
+                metrics::topic_paused(topic, false);
+                tracing::info!(topic, "Kafka accepts the topic again: delivery resumed");
+            }
+        }
+        self.report_pauses();
+        outcome.paused.values().map(|p| p.1).sum()
+    }
+
+    fn report_pauses(&mut self) {
+        if let Some(list) = self.pauses.report(Instant::now()) {
+            self.status.paused(list);
+        }
     }
 
     /// Events after the cursor: the prefetched ones if they start there, else a fresh read.
@@ -251,138 +310,5 @@ impl<S: EventSink> Drainer<S> {
         let circuit = self.breaker.state(Instant::now());
         self.status.failure(error, 0, 0, circuit);
         tracing::debug!(error, "kafka probe failed");
-    }
-
-    /// Sort the batch into dead letters and per-partition groups, then produce the groups.
-    async fn deliver(&self, batch: Vec<Peeked>) -> Outcome {
-        let mut out = Outcome::default();
-        let mut groups: BTreeMap<(String, i32), Vec<Envelope>> = BTreeMap::new();
-        let mut broken_topics: BTreeMap<String, SinkError> = BTreeMap::new();
-        for p in batch {
-            let e = match p {
-                Peeked::Corrupt { seq, reason } => {
-                    out.dead.push((seq, reason));
-                    continue;
-                }
-                Peeked::Event(e) => e,
-            };
-            let size = self.sink.record_size(&e) as u64;
-            if size > self.cfg.max_record_bytes {
-                let reason = format!(
-                    "record of {size} bytes exceeds kafka.max_record_bytes ({})",
-                    self.cfg.max_record_bytes
-                );
-                out.dead.push((e.seq, reason));
-                continue;
-            }
-            if !broken_topics.contains_key(&e.topic) {
-                match self.partitions(&e.topic).await {
-                    Ok(n) => {
-                        let p = partition::partition_for_key(e.key.as_bytes(), n);
-                        groups.entry((e.topic.clone(), p)).or_default().push(e);
-                        continue;
-                    }
-                    Err(err) => {
-                        broken_topics.insert(e.topic.clone(), err);
-                    }
-                }
-            }
-            match &broken_topics[&e.topic] {
-                SinkError::Rejected(r) => out.dead.push((e.seq, r.clone())),
-                SinkError::Retriable(r) => {
-                    out.failed.push(e.seq);
-                    out.error.get_or_insert_with(|| r.clone());
-                }
-            }
-        }
-        let sends = groups
-            .into_iter()
-            .map(|((topic, p), events)| self.produce_bisecting(topic, p, events));
-        for o in futures_util::future::join_all(sends).await {
-            out.merge(o);
-        }
-        out
-    }
-
-    async fn partitions(&self, topic: &str) -> Result<i32, SinkError> {
-        match tokio::time::timeout(self.cfg.request_timeout, self.sink.partitions(topic)).await {
-            Ok(r) => r,
-            Err(_) => Err(SinkError::Retriable(format!(
-                "metadata for {topic} timed out"
-            ))),
-        }
-    }
-
-    /// Split one partition's events into requests of at most `max_records` and about
-    /// `max_bytes`, in order.
-    fn requests(&self, events: Vec<Envelope>) -> Vec<Vec<Envelope>> {
-        let mut out: Vec<Vec<Envelope>> = Vec::new();
-        let mut bytes = 0u64;
-        for e in events {
-            let size = self.sink.record_size(&e) as u64;
-            let start_new = match out.last() {
-                None => true,
-                Some(last) => {
-                    last.len() >= self.cfg.max_records || bytes + size > self.cfg.max_bytes
-                }
-            };
-            if start_new {
-                out.push(Vec::new());
-                bytes = 0;
-            }
-            bytes += size;
-            out.last_mut().expect("just pushed").push(e);
-        }
-        out
-    }
-
-    /// Produce one partition's events; on a rejection, split to isolate the culprits. Once a
-    /// part fails retriably, the parts after it are not sent (they would overtake it).
-    async fn produce_bisecting(
-        &self,
-        topic: String,
-        partition: i32,
-        events: Vec<Envelope>,
-    ) -> Outcome {
-        let mut out = Outcome::default();
-        let mut work = self.requests(events);
-        work.reverse();
-        while let Some(part) = work.pop() {
-            if out.error.is_some() {
-                out.failed.extend(part.iter().map(|e| e.seq));
-                continue;
-            }
-            let started = Instant::now();
-            let sent = tokio::time::timeout(
-                self.cfg.request_timeout,
-                self.sink.produce(&topic, partition, &part),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(SinkError::Retriable(format!(
-                    "produce to {topic}/{partition} timed out"
-                )))
-            });
-            match sent {
-                Ok(()) => {
-                    metrics::published(part.len() as u64, started.elapsed());
-                    out.acked.extend(part.iter().map(|e| e.seq));
-                }
-                Err(SinkError::Retriable(e)) => {
-                    out.failed.extend(part.iter().map(|e| e.seq));
-                    out.error = Some(e);
-                }
-                Err(SinkError::Rejected(reason)) if part.len() == 1 => {
-                    out.dead.push((part[0].seq, reason));
-                }
-                Err(SinkError::Rejected(_)) => {
-                    let mut part = part;
-                    let second = part.split_off(part.len() / 2);
-                    work.push(second);
-                    work.push(part);
-                }
-            }
-        }
-        out
     }
 }

@@ -16,6 +16,16 @@
 //! * on UNKNOWN_TOPIC_OR_PARTITION the topic is forgotten; the next call looks it up and creates
 //!   it again (someone deleted it) with `kafka.topic_partitions` and `kafka.replication_factor`.
 //!
+//! # Permissions
+//!
+//! On a cluster with an authorizer, routegate's principal (`User:<kafka.sasl.username>`, or
+//! `User:ANONYMOUS` without SASL) needs `WRITE` on each of its topics (`WRITE` includes
+//! `DESCRIBE`), and `CREATE` on a topic (or the cluster) for topics it should create. A refusal
+//! (`TOPIC_AUTHORIZATION_FAILED`, `CLUSTER_AUTHORIZATION_FAILED`) becomes
+//! [`SinkError::Unauthorized`] naming the operation the failed call needs: `WRITE` for a produce,
+//! `DESCRIBE` for a leader lookup, `CREATE` for a topic creation. A topic the broker says exists
+//! (`TOPIC_ALREADY_EXISTS`) but does not list to us is a missing `DESCRIBE` as well.
+//!
 //! # Records
 //!
 //! Key: the event key (vehicle id) as UTF-8. Value: the JSON payload. Timestamp: the event's
@@ -36,7 +46,7 @@ use rskafka::record::Record;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use super::{EventSink, SinkError};
+use super::{Denied, EventSink, SinkError};
 use crate::config::{self, KafkaConfig, SaslMechanism};
 use crate::events::Envelope;
 
@@ -61,6 +71,8 @@ pub struct KafkaSink {
     timeout: Duration,
     tls: Option<Arc<rustls::ClientConfig>>,
     sasl: Option<SaslConfig>,
+    /// Who the broker's authorizer sees: `User:<sasl username>`, or `User:ANONYMOUS`.
+    principal: String,
     state: Mutex<State>,
 }
 
@@ -88,7 +100,12 @@ impl KafkaSink {
             SaslMechanism::ScramSha256 => Some(SaslConfig::ScramSha256(credentials())),
             SaslMechanism::ScramSha512 => Some(SaslConfig::ScramSha512(credentials())),
         };
+        let principal = match (&sasl, cfg.sasl.username.as_str()) {
+            (Some(_), user) => format!("User:{user}"),
+            (None, _) => "User:ANONYMOUS".to_string(),
+        };
         Ok(KafkaSink {
+            principal,
             brokers: cfg.brokers.clone(),
             client_id: cfg.client_id.clone(),
             source: cfg.event_source.clone(),
@@ -152,6 +169,15 @@ impl KafkaSink {
 
     async fn fail(&self, topic: &str, what: &str, e: KafkaError) -> SinkError {
         let (err, stale) = classify(what, &e);
+        let err = match err {
+            Refusal::Sink(err) => err,
+            Refusal::Denied { operation, cluster } => SinkError::Unauthorized(Denied {
+                operation,
+                topic: (!cluster).then(|| topic.to_string()),
+                principal: self.principal.clone(),
+                error: format!("{what}: {e}"),
+            }),
+        };
         self.invalidate(stale, topic).await;
         err
     }
@@ -201,6 +227,7 @@ impl KafkaSink {
     /// Look the topic up; create it when missing.
     async fn discover(&self, topic: &str) -> Result<i32, SinkError> {
         let client = self.client().await?;
+        let mut ours = false;
         for _ in 0..2 {
             let topics = self
                 .with_deadline(topic, "list topics", client.list_topics())
@@ -219,11 +246,14 @@ impl KafkaSink {
                 timeout_ms,
             );
             match tokio::time::timeout(self.timeout, created).await {
-                Ok(Ok(())) => tracing::info!(
-                    topic,
-                    partitions = self.new_topic_partitions,
-                    "created topic"
-                ),
+                Ok(Ok(())) => {
+                    ours = true;
+                    tracing::info!(
+                        topic,
+                        partitions = self.new_topic_partitions,
+                        "created topic"
+                    );
+                }
                 Ok(Err(KafkaError::ServerError {
                     protocol_error: ProtocolError::TopicAlreadyExists,
                     ..
@@ -231,6 +261,16 @@ impl KafkaSink {
                 Ok(Err(e)) => return Err(self.fail(topic, "create topic", e).await),
                 Err(_) => return Err(self.timed_out("create topic")),
             }
+        }
+        if !ours {
+            // It existed before we asked, yet the metadata never listed it: not visible to us.
+            return Err(SinkError::Unauthorized(Denied {
+                operation: "DESCRIBE",
+                topic: Some(topic.to_string()),
+                principal: self.principal.clone(),
+                error: "create topic: TOPIC_ALREADY_EXISTS, yet the metadata does not list it"
+                    .into(),
+            }));
         }
         Err(SinkError::Retriable(format!(
             "topic {topic} created but not yet in metadata"
@@ -391,30 +431,50 @@ fn hints(error: &str, cfg: &KafkaConfig) -> Vec<String> {
     out
 }
 
-/// Sort an rskafka error into retry-or-reject, and say what cached state it invalidates.
-fn classify(what: &str, e: &KafkaError) -> (SinkError, Stale) {
+/// How [`classify`] sorted an error: a plain sink error, or a refused permission that the
+/// caller turns into [`SinkError::Unauthorized`] (it knows the topic and the principal).
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    Sink(SinkError),
+    Denied {
+        operation: &'static str,
+        cluster: bool,
+    },
+}
+
+/// Sort an rskafka error into retry, reject or refused permission, and say what cached state it
+/// invalidates.
+fn classify(what: &str, e: &KafkaError) -> (Refusal, Stale) {
     use ProtocolError as P;
     let text = format!("{what}: {e}");
+    let retry = |stale| (Refusal::Sink(SinkError::Retriable(text.clone())), stale);
     let KafkaError::ServerError { protocol_error, .. } = e else {
         // Connection, request, response decoding, rskafka's retry deadline: start over.
-        return (SinkError::Retriable(text), Stale::Client);
+        return retry(Stale::Client);
+    };
+    let denied = |cluster| {
+        let operation = match (what, cluster) {
+            ("produce", false) => "WRITE",
+            ("produce", true) => "IDEMPOTENT_WRITE",
+            ("create topic", _) => "CREATE",
+            _ => "DESCRIBE",
+        };
+        (Refusal::Denied { operation, cluster }, Stale::Nothing)
     };
     match protocol_error {
-        P::UnknownTopicOrPartition | P::UnknownTopicId => {
-            (SinkError::Retriable(text), Stale::Topic)
-        }
+        P::UnknownTopicOrPartition | P::UnknownTopicId => retry(Stale::Topic),
+        P::TopicAuthorizationFailed => denied(false),
+        P::ClusterAuthorizationFailed => denied(true),
         P::MessageTooLarge
         | P::RecordListTooLarge
         | P::InvalidTopicException
-        | P::TopicAuthorizationFailed
-        | P::ClusterAuthorizationFailed
         | P::InvalidRecord
         | P::InvalidTimestamp
-        | P::PolicyViolation => (SinkError::Rejected(text), Stale::Nothing),
+        | P::PolicyViolation => (Refusal::Sink(SinkError::Rejected(text)), Stale::Nothing),
         P::TopicAlreadyExists | P::InvalidReplicationFactor | P::InvalidPartitions => {
-            (SinkError::Retriable(text), Stale::Topic)
+            retry(Stale::Topic)
         }
-        _ => (SinkError::Retriable(text), Stale::Client),
+        _ => retry(Stale::Client),
     }
 }
 
@@ -491,11 +551,39 @@ mod tests {
             is_virtual: false,
         };
         let (e, s) = classify("produce", &server(ProtocolError::NotLeaderOrFollower));
-        assert!(matches!(e, SinkError::Retriable(_)) && s == Stale::Client);
+        assert!(matches!(e, Refusal::Sink(SinkError::Retriable(_))) && s == Stale::Client);
         let (e, s) = classify("produce", &server(ProtocolError::UnknownTopicOrPartition));
-        assert!(matches!(e, SinkError::Retriable(_)) && s == Stale::Topic);
+        assert!(matches!(e, Refusal::Sink(SinkError::Retriable(_))) && s == Stale::Topic);
         let (e, _) = classify("produce", &server(ProtocolError::MessageTooLarge));
-        assert!(matches!(e, SinkError::Rejected(_)));
+        assert!(matches!(e, Refusal::Sink(SinkError::Rejected(_))));
+    }
+
+    #[test]
+    fn authorization_errors_name_the_operation_the_call_needs_and_are_not_poison() {
+        let server = |p| KafkaError::ServerError {
+            protocol_error: p,
+            error_message: None,
+            request: rskafka::client::error::RequestContext::Topic("t".into()),
+            response: None,
+            is_virtual: false,
+        };
+        let topic = ProtocolError::TopicAuthorizationFailed;
+        let cluster = ProtocolError::ClusterAuthorizationFailed;
+        let cases = [
+            ("produce", topic, "WRITE", false),
+            ("create topic", topic, "CREATE", false),
+            ("find partition leader", topic, "DESCRIBE", false),
+            ("create topic", cluster, "CREATE", true),
+            ("produce", cluster, "IDEMPOTENT_WRITE", true),
+        ];
+        for (what, error, operation, on_cluster) in cases {
+            let (e, s) = classify(what, &server(error));
+            let expected = Refusal::Denied {
+                operation,
+                cluster: on_cluster,
+            };
+            assert_eq!((e, s), (expected, Stale::Nothing), "{what} {error:?}");
+        }
     }
 
     #[test]

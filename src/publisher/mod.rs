@@ -9,6 +9,7 @@
 //!            └────────────────────────────────────┘
 //!  acked seqs ──▶ outbox.ack, before the next produce     failed ──▶ backoff, breaker, cursor = 0
 //!  (the next round's peek is read while this round is on the wire)
+//!  not authorized ──▶ that topic pauses: its events stay pending, skipped; retried on a backoff
 //! ```
 //!
 //! # Invariants
@@ -33,6 +34,17 @@
 //! * **Poison never blocks the queue.** Undecodable records, records over `max_record_bytes` and
 //!   records the broker rejects as non-retriable go to the dead-letter tree with the reason. A
 //!   rejected batch is bisected to isolate the records at fault.
+//! * **A missing permission pauses a topic; it never poisons it.** When Kafka refuses routegate's
+//!   principal an operation on a topic (`TOPIC_AUTHORIZATION_FAILED`,
+//!   `CLUSTER_AUTHORIZATION_FAILED`: [`SinkError::Unauthorized`]), the events are not at fault,
+//!   so nothing is dead-lettered: that topic's events stay pending, in order, and the drain scans
+//!   past them so other topics keep flowing. The pause is reported (`kafka-health` names the
+//!   topic, what is missing and the `kafka-acls` command that grants it;
+//!   `routegate_kafka_topic_paused{topic}` is 1) and retried on its own backoff (the drain's
+//!   `backoff_initial`..`backoff_max`), oldest event first, so delivery resumes by itself once
+//!   the ACL is fixed. A refusal does not count towards the circuit breaker: the broker answered,
+//!   so it is reachable, and opening the breaker would stop the topics that may write. How the
+//!   cursor moves past paused events and back is described in `publisher/pause.rs`.
 //!
 //! The sink is a trait so the loop can be tested against an in-memory sink; the real one is
 //! [`kafka::KafkaSink`].
@@ -42,6 +54,7 @@ pub mod breaker;
 mod drain;
 pub mod kafka;
 pub mod partition;
+mod pause;
 
 use std::future::Future;
 use std::time::Duration;
@@ -83,9 +96,63 @@ pub enum SinkError {
     /// Try again later (connection, timeout, leader moved, topic missing, …).
     #[error("{0}")]
     Retriable(String),
-    /// These records will never be accepted (too large, invalid topic, not authorized).
+    /// These records will never be accepted (too large, invalid topic).
     #[error("{0}")]
     Rejected(String),
+    /// The broker refused routegate's principal a permission: the records are fine, an ACL is
+    /// missing. The topic pauses until a retry is allowed.
+    #[error("{0}")]
+    Unauthorized(Denied),
+}
+
+/// Kafka refused routegate's principal an operation: what is missing, and on what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The missing ACL operation as `kafka-acls --operation` spells it (`WRITE`, `CREATE`,
+    /// `DESCRIBE`, …).
+    pub operation: &'static str,
+    /// The topic it is missing on, or `None` for the cluster resource.
+    pub topic: Option<String>,
+    /// Who was refused, as Kafka names principals (`User:routegate`).
+    pub principal: String,
+    /// The request and the broker's answer.
+    pub error: String,
+}
+
+impl Denied {
+    /// The `kafka-acls` command that grants what is missing, in one go: on a topic routegate
+    /// needs `WRITE` anyway (it includes `DESCRIBE`), and `CREATE` too when it was refused
+    /// creating a topic it cannot see.
+    pub fn fix(&self) -> String {
+        let (operations, resource) = match (&self.topic, self.operation) {
+            (None, operation) => (vec![operation], "--cluster".to_string()),
+            (Some(topic), "CREATE") => (vec!["WRITE", "CREATE"], format!("--topic '{topic}'")),
+            (Some(topic), _) => (vec!["WRITE"], format!("--topic '{topic}'")),
+        };
+        let operations: Vec<String> = operations
+            .iter()
+            .map(|o| format!("--operation {o}"))
+            .collect();
+        format!(
+            "kafka-acls.sh --bootstrap-server <broker> --add --allow-principal '{}' {} {resource}",
+            self.principal,
+            operations.join(" ")
+        )
+    }
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = match &self.topic {
+            Some(topic) => format!("topic {topic:?}"),
+            None => "the cluster".into(),
+        };
+        write!(
+            f,
+            "Kafka refused {} {} on {on} ({})",
+            self.principal, self.operation, self.error
+        )
+    }
 }
 
 /// Where the drain sends events. Implementations enforce their own deadlines too.
@@ -154,8 +221,13 @@ impl From<&KafkaConfig> for DrainConfig {
 pub enum Round {
     /// Nothing was pending.
     Idle,
-    /// Everything sent was acknowledged (`published`) or dead-lettered (`dead`).
-    Delivered { published: usize, dead: usize },
+    /// Everything sent was acknowledged (`published`) or dead-lettered (`dead`); `paused`
+    /// events were left pending because Kafka refuses their topic (see [`Denied`]).
+    Delivered {
+        published: usize,
+        dead: usize,
+        paused: usize,
+    },
     /// Some events could not be sent; they stay pending.
     Failed { error: String, retried: usize },
     /// The breaker is open; nothing was tried.

@@ -1,12 +1,14 @@
 //! The drain loop against an in-memory sink with scripted failures.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
 use crate::config::{Settings, StorageConfig};
+use crate::events::Envelope;
 use crate::events::NewEvent;
+use crate::publisher::{Denied, SinkError, partition};
 use crate::queue::Write;
 
 /// What the fake sink answers to the next produce calls (default: success).
@@ -25,10 +27,28 @@ struct FakeSink {
     /// (topic, partition, seqs) of every successful produce, in order.
     delivered: Mutex<Vec<(String, i32, Vec<u64>)>>,
     calls: Mutex<usize>,
+    /// The ACLs: topics routegate may not write to (produce answers "not authorized") …
+    unwritable: Mutex<HashSet<String>>,
+    /// … and topics it may not create (the partition lookup answers "not authorized").
+    uncreatable: Mutex<HashSet<String>>,
+    /// Produce calls per topic.
+    produced: Mutex<HashMap<String, usize>>,
+}
+
+fn denied(operation: &'static str, topic: &str) -> SinkError {
+    SinkError::Unauthorized(Denied {
+        operation,
+        topic: Some(topic.into()),
+        principal: "User:routegate".into(),
+        error: "TOPIC_AUTHORIZATION_FAILED".into(),
+    })
 }
 
 impl EventSink for FakeSink {
     async fn partitions(&self, topic: &str) -> Result<i32, SinkError> {
+        if self.uncreatable.lock().unwrap().contains(topic) {
+            return Err(denied("CREATE", topic));
+        }
         self.partitions
             .get(topic)
             .copied()
@@ -37,6 +57,15 @@ impl EventSink for FakeSink {
 
     async fn produce(&self, topic: &str, p: i32, events: &[Envelope]) -> Result<(), SinkError> {
         *self.calls.lock().unwrap() += 1;
+        *self
+            .produced
+            .lock()
+            .unwrap()
+            .entry(topic.into())
+            .or_default() += 1;
+        if self.unwritable.lock().unwrap().contains(topic) {
+            return Err(denied("WRITE", topic));
+        }
         let next = self.script.lock().unwrap().pop_front();
         match next {
             Some(Script::Fail) => return Err(SinkError::Retriable("broker away".into())),
@@ -71,6 +100,20 @@ impl FakeSink {
     fn script(self, steps: &[Script]) -> FakeSink {
         self.script.lock().unwrap().extend(steps.iter().cloned());
         self
+    }
+
+    fn deny_write(self, topic: &str) -> FakeSink {
+        self.unwritable.lock().unwrap().insert(topic.into());
+        self
+    }
+
+    /// Delivered seqs per topic, in delivery order.
+    fn per_topic(&self) -> HashMap<String, Vec<u64>> {
+        let mut out: HashMap<_, Vec<u64>> = HashMap::new();
+        for (t, _, seqs) in self.delivered.lock().unwrap().iter() {
+            out.entry(t.clone()).or_default().extend(seqs);
+        }
+        out
     }
 
     /// Delivered seqs per partition, in delivery order.
@@ -352,4 +395,175 @@ async fn a_storage_error_stalls_the_drain_visibly_and_it_retries_until_delivered
     );
     cancel.cancel();
     run.await.unwrap();
+}
+
+/// Drive rounds until `done` holds, sleeping a little between them (pause retries wait on the
+/// real clock, like the breaker). Panics after about 5 s.
+async fn rounds_until(r: &mut Rig, what: &str, done: impl Fn(&Rig) -> bool) -> Vec<Round> {
+    let mut rounds = Vec::new();
+    for _ in 0..500 {
+        if done(r) {
+            return rounds;
+        }
+        rounds.push(r.drainer.round().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{what}: rounds {rounds:?}, {:?}",
+        r.drainer.status.snapshot()
+    );
+}
+
+/// Seqs of the events of `topic`, as appended.
+async fn enqueue_topic(outbox: &Outbox, topic: &str, n: usize) -> Vec<u64> {
+    let events = (0..n)
+        .map(|i| NewEvent::now("t.e", topic, KEYS[i % KEYS.len()], None, &"x".repeat(10)))
+        .collect();
+    let written = outbox
+        .append(Write {
+            events,
+            records: vec![],
+        })
+        .await
+        .unwrap();
+    written.iter().map(|e| e.seq).collect()
+}
+
+#[tokio::test]
+async fn a_topic_kafka_refuses_pauses_others_flow_and_after_the_acl_fix_all_arrive_in_order() {
+    let mut r = rig(FakeSink::new(&[("acl", 2), ("open", 2)]).deny_write("acl"));
+    let mut sent: HashMap<&str, Vec<u64>> = HashMap::new();
+    for _ in 0..3 {
+        sent.entry("acl")
+            .or_default()
+            .extend(enqueue_topic(&r.outbox, "acl", 8).await);
+        sent.entry("open")
+            .or_default()
+            .extend(enqueue_topic(&r.outbox, "open", 8).await);
+    }
+    let open_delivered = |r: &Rig| r.sink.per_topic().get("open").map_or(0, Vec::len) == 24;
+    rounds_until(&mut r, "the open topic is delivered", open_delivered).await;
+    // Several rounds and retries while refused: more than the breaker's threshold of 3.
+    let refused_thrice = |r: &Rig| {
+        r.drainer
+            .status
+            .snapshot()
+            .paused
+            .first()
+            .map(|p| p.retries)
+            >= Some(3)
+    };
+    rounds_until(&mut r, "retried while refused", refused_thrice).await;
+
+    let stats = r.outbox.stats();
+    assert_eq!(
+        (stats.pending_events, stats.dead_letters),
+        (24, 0),
+        "waiting, not poison"
+    );
+    assert!(!r.sink.per_topic().contains_key("acl"));
+    let snap = r.drainer.status.snapshot();
+    assert_eq!(
+        snap.circuit,
+        Circuit::Closed,
+        "a refusal is not a broker failure"
+    );
+    let [paused] = &snap.paused[..] else {
+        panic!("one paused topic: {:?}", snap.paused);
+    };
+    assert_eq!(paused.topic, "acl");
+    assert!(paused.denied.contains("WRITE") && paused.denied.contains("User:routegate"));
+    assert!(
+        paused.fix.contains("--operation WRITE --topic 'acl'"),
+        "{}",
+        paused.fix
+    );
+    let retries = *r.sink.produced.lock().unwrap().get("acl").unwrap();
+    assert!(
+        retries <= 2 * (paused.retries as usize + 1),
+        "one request per partition and retry, {retries}"
+    );
+
+    r.sink.unwritable.lock().unwrap().clear();
+    let drained = |r: &Rig| r.outbox.stats().pending_events == 0;
+    rounds_until(&mut r, "delivered after the fix", drained).await;
+    assert!(
+        r.drainer.status.snapshot().paused.is_empty(),
+        "the pause ended"
+    );
+    let delivered = r.sink.per_topic();
+    for topic in ["acl", "open"] {
+        let mut got = delivered[topic].clone();
+        assert_eq!(got.len(), 24, "{topic}: each exactly once");
+        got.sort_unstable();
+        assert_eq!(got, sent[topic], "{topic}");
+    }
+    for ((topic, p), seqs) in r.sink.per_partition() {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{topic}/{p}: {seqs:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn other_topics_flow_past_a_paused_backlog_longer_than_a_round() {
+    let mut r = rig(FakeSink::new(&[("acl", 1), ("open", 1)]).deny_write("acl"));
+    // 100 refused events first, more than two rounds read (4 requests × 10 records).
+    let refused = enqueue_topic(&r.outbox, "acl", 100).await;
+    let open = enqueue_topic(&r.outbox, "open", 10).await;
+    let open_delivered = |r: &Rig| r.sink.per_topic().get("open").map_or(0, Vec::len) == 10;
+    let rounds = rounds_until(
+        &mut r,
+        "the open topic gets past the backlog",
+        open_delivered,
+    )
+    .await;
+    assert_eq!(r.sink.per_topic()["open"], open);
+    let stats = r.outbox.stats();
+    assert_eq!(
+        (stats.pending_events, stats.dead_letters),
+        (100, 0),
+        "the refused events wait, none is dead-lettered"
+    );
+    assert!(
+        rounds
+            .iter()
+            .any(|x| matches!(x, Round::Delivered { paused, .. } if *paused > 0)),
+        "{rounds:?}"
+    );
+
+    r.sink.unwritable.lock().unwrap().clear();
+    let drained = |r: &Rig| r.outbox.stats().pending_events == 0;
+    rounds_until(&mut r, "the backlog is delivered after the fix", drained).await;
+    assert_eq!(
+        r.sink.per_topic()["acl"],
+        refused,
+        "in sequence order, each once"
+    );
+}
+
+#[tokio::test]
+async fn a_topic_kafka_refuses_to_create_pauses_too_and_resumes_once_allowed() {
+    let sink = FakeSink::new(&[("new", 1), ("open", 1)]);
+    sink.uncreatable.lock().unwrap().insert("new".into());
+    let mut r = rig(sink);
+    let new = enqueue_topic(&r.outbox, "new", 5).await;
+    enqueue_topic(&r.outbox, "open", 5).await;
+    let paused = |r: &Rig| r.drainer.status.snapshot().paused.len() == 1;
+    rounds_until(&mut r, "paused", paused).await;
+    let snap = r.drainer.status.snapshot();
+    assert!(
+        snap.paused[0]
+            .fix
+            .contains("--operation CREATE --topic 'new'")
+    );
+    let open_delivered = |r: &Rig| r.sink.per_topic().get("open").map_or(0, Vec::len) == 5;
+    rounds_until(&mut r, "the open topic flows", open_delivered).await;
+    assert_eq!(r.outbox.stats().dead_letters, 0);
+
+    r.sink.uncreatable.lock().unwrap().clear();
+    let drained = |r: &Rig| r.outbox.stats().pending_events == 0;
+    rounds_until(&mut r, "delivered once allowed", drained).await;
+    assert_eq!(r.sink.per_topic()["new"], new);
 }

@@ -17,7 +17,7 @@ use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster, 
 const WAIT: Duration = Duration::from_secs(90);
 
 /// Gateway settings for a broker: fast retries so fault tests do not wait long.
-fn kafka_settings(s: &mut Settings, bootstrap: String, partitions: u32, rf: u16) {
+pub(crate) fn kafka_settings(s: &mut Settings, bootstrap: String, partitions: u32, rf: u16) {
     s.kafka.brokers = bootstrap.split(',').map(str::to_string).collect();
     s.kafka.topic_partitions = partitions;
     s.kafka.replication_factor = rf;
@@ -29,7 +29,7 @@ fn kafka_settings(s: &mut Settings, bootstrap: String, partitions: u32, rf: u16)
 }
 
 /// Append `n` events round-robin over `keys`, `per_write` events per atomic write.
-async fn append(
+pub(crate) async fn append(
     gw: &TestGateway,
     topic: &str,
     keys: &[&str],
@@ -68,8 +68,8 @@ fn header<'a>(r: &'a ConsumedRecord, name: &str) -> Option<&'a [u8]> {
 
 /// What the topic holds compared to what was acknowledged.
 #[derive(Debug)]
-struct Delivery {
-    duplicates: usize,
+pub(crate) struct Delivery {
+    pub duplicates: usize,
 }
 
 /// Where Kafka's own Java producer puts each key of `sent` in a topic of `partitions`
@@ -94,7 +94,7 @@ async fn java_partitions(
 /// Every acknowledged event is in the topic exactly as sent (value, key, CloudEvents id, and
 /// the partition Kafka's Java producer chooses for its key), and per key the first deliveries
 /// are in sequence order.
-async fn check_delivery(
+pub(crate) async fn check_delivery(
     cluster: &KafkaCluster,
     records: &[ConsumedRecord],
     sent: &[Arc<Envelope>],
@@ -158,7 +158,7 @@ async fn check_delivery(
     }
 }
 
-async fn wait_until_drained(gw: &TestGateway) {
+pub(crate) async fn wait_until_drained(gw: &TestGateway) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while gw.outbox().stats().pending_events > 0 {
         assert!(
@@ -170,7 +170,7 @@ async fn wait_until_drained(gw: &TestGateway) {
     }
 }
 
-const KEYS: &[&str] = &["veh-a", "veh-b", "veh-c", "veh-d", "veh-e"];
+pub(crate) const KEYS: &[&str] = &["veh-a", "veh-b", "veh-c", "veh-d", "veh-e"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_queued_while_the_broker_is_absent_are_all_delivered_in_order_once_it_starts() {

@@ -291,6 +291,79 @@ async fn rskafka_produces_through_the_sasl_listener_with_plain_and_scram() {
     }
 }
 
+/// One produce as the SASL user of an ACL cluster: `Err` with rskafka's error text.
+async fn produce_as_user(cluster: &KafkaCluster, topic: &str, value: &str) -> Result<(), String> {
+    let user = cluster.sasl_user();
+    let credentials = Credentials::new(user.username.into(), user.password.into());
+    let client = sasl_builder(cluster, SaslConfig::ScramSha512(credentials))
+        .backoff_config(backoff())
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let partition = client
+        .partition_client(topic, 0, UnknownTopicHandling::Error)
+        .await
+        .map_err(|e| e.to_string())?;
+    let produced = partition.produce(plain_records(&[value]), Compression::NoCompression);
+    tokio::time::timeout(Duration::from_secs(60), produced)
+        .await
+        .expect("rskafka produce hung for 60 s")
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Produces as the SASL user until `wanted` holds for the outcome (ACL changes reach the
+/// broker from the metadata log a moment after the Admin call returns).
+async fn produce_until(
+    cluster: &KafkaCluster,
+    topic: &str,
+    value: &str,
+    wanted: impl Fn(&Result<(), String>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcome = produce_as_user(cluster, topic, value).await;
+        if wanted(&outcome) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {outcome:?} after 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_cluster_refuses_the_sasl_user_until_an_acl_allows_it_and_again_once_removed() {
+    let options = ClusterOptions {
+        sasl: true,
+        acls: true,
+        ..ClusterOptions::default()
+    };
+    let cluster = KafkaCluster::start_with(options).await;
+    let principal = format!("User:{}", cluster.sasl_user().username);
+    let topic = kafka::unique_topic("acl");
+    // The harness's own admin (PLAINTEXT, User:ANONYMOUS) is a super user.
+    cluster.create_topic(&topic, 1, 1).await;
+    let refused = |o: &Result<(), String>| o.as_ref().is_err_and(|e| e.contains("Authorization"));
+
+    let nothing_granted = produce_as_user(&cluster, &topic, "refused").await;
+    assert!(refused(&nothing_granted), "{nothing_granted:?}");
+    cluster.add_acls(&principal, Some(&topic), &["WRITE"]).await;
+    produce_until(&cluster, &topic, "allowed", Result::is_ok).await;
+    cluster
+        .remove_acls(&principal, Some(&topic), &["WRITE"])
+        .await;
+    // Until the broker applies the removal, these still go through.
+    produce_until(&cluster, &topic, "before-removal", refused).await;
+
+    let read = cluster.read_topic(&topic).await;
+    let values = values(&read);
+    assert_eq!(values[0], b"allowed", "{values:?}");
+    assert!(
+        values[1..].iter().all(|v| *v == b"before-removal"),
+        "nothing written without the ACL: {values:?}"
+    );
+}
+
 // The default current-thread runtime on purpose: the harness must work there too.
 #[tokio::test]
 async fn the_sasl_listener_rejects_a_wrong_password_for_plain_and_scram() {

@@ -229,6 +229,22 @@ impl KafkaCluster {
         serde_json::from_value(chosen).expect("producer-partitions answers a list of partitions")
     }
 
+    /// Allows `principal` (e.g. `User:routegate`) the ACL `operations` (`WRITE`, `DESCRIBE`,
+    /// `CREATE`, … as `kafka-acls --operation` names them) on `topic`, or on the cluster when
+    /// `topic` is `None` (Admin `createAcls`). Needs a cluster started with
+    /// `ClusterOptions { acls: true, .. }`. The brokers apply it from the metadata log shortly
+    /// after this returns.
+    pub async fn add_acls(&self, principal: &str, topic: Option<&str>, operations: &[&str]) {
+        let args = json!({ "principal": principal, "topic": topic, "operations": operations });
+        self.tool_or_panic("add-acls", args).await;
+    }
+
+    /// Takes back what [`Self::add_acls`] allowed (Admin `deleteAcls` of exactly those ACLs).
+    pub async fn remove_acls(&self, principal: &str, topic: Option<&str>, operations: &[&str]) {
+        let args = json!({ "principal": principal, "topic": topic, "operations": operations });
+        self.tool_or_panic("remove-acls", args).await;
+    }
+
     /// Runs any main class on the Kafka classpath in a fresh tool JVM (under the Watchdog), e.g.
     /// `org.apache.kafka.tools.ProducerPerformance`, and returns its output. The JVM's stdin is
     /// the Watchdog's pipe, so the tool cannot read stdin.

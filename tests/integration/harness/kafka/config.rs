@@ -18,6 +18,11 @@ pub struct ClusterOptions {
     pub sasl: bool,
     /// Adds an `SSL` listener whose certificate is signed by the harness's test CA.
     pub tls: bool,
+    /// Turns authorization on: KRaft's `StandardAuthorizer`, nothing allowed without an ACL.
+    /// `User:ANONYMOUS` (the PLAINTEXT and CONTROLLER listeners: the harness's own admin and
+    /// reader, the brokers and the controllers) is a super user; [`SASL_USER`] may do nothing
+    /// until an ACL grants it (`KafkaCluster::add_acls`). Needs `sasl` to be useful.
+    pub acls: bool,
     /// Extra broker properties, appended last (the last occurrence of a key wins).
     pub broker_properties: Vec<(String, String)>,
     /// Extra broker JVM flags, after the harness's own (for HotSpot the last one wins), e.g.
@@ -31,6 +36,7 @@ impl Default for ClusterOptions {
             nodes: 1,
             sasl: false,
             tls: false,
+            acls: false,
             broker_properties: Vec::new(),
             broker_jvm_flags: Vec::new(),
         }
@@ -123,6 +129,9 @@ pub(crate) fn server_properties(
     if options.sasl {
         sasl_properties(&mut set, options.tls);
     }
+    if options.acls {
+        acl_properties(&mut set);
+    }
     if let Some((keystore, password)) = paths.keystore {
         set("ssl.keystore.type", "PKCS12");
         set("ssl.keystore.location", &keystore.display().to_string());
@@ -191,6 +200,18 @@ fn cluster_properties(set: &mut impl FnMut(&str, &str), nodes: usize) {
     set("log.segment.bytes", "1048576");
     set("log.retention.ms", "600000");
     set("log.retention.check.interval.ms", "10000");
+}
+
+/// KRaft's own authorizer (ACLs live in the cluster metadata). Only authenticated SASL users
+/// are checked against ACLs: every PLAINTEXT connection, the harness's and the cluster's own,
+/// is `User:ANONYMOUS`, a super user.
+fn acl_properties(set: &mut impl FnMut(&str, &str)) {
+    set(
+        "authorizer.class.name",
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    );
+    set("super.users", "User:ANONYMOUS");
+    set("allow.everyone.if.no.acl.found", "false");
 }
 
 /// PLAIN users live in the listener's JAAS config; SCRAM users in the cluster metadata

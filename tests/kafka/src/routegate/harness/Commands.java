@@ -37,10 +37,18 @@ import org.apache.kafka.common.Node;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.acl.AccessControlEntry;
+import org.apache.kafka.common.acl.AclBinding;
+import org.apache.kafka.common.acl.AclBindingFilter;
+import org.apache.kafka.common.acl.AclOperation;
+import org.apache.kafka.common.acl.AclPermissionType;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.ElectionNotNeededException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.resource.PatternType;
+import org.apache.kafka.common.resource.ResourcePattern;
+import org.apache.kafka.common.resource.ResourceType;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 
@@ -72,6 +80,8 @@ final class Commands {
             case "leader-epoch": return leaderEpoch(args);
             case "broker-config": return brokerConfig(args);
             case "producer-partitions": return producerPartitions(args);
+            case "add-acls": return acls(args, true);
+            case "remove-acls": return acls(args, false);
             default: throw new IllegalArgumentException("unknown command " + cmd);
         }
     }
@@ -245,6 +255,35 @@ final class Commands {
             out.add(metadata.get(60, TimeUnit.SECONDS).partition());
         }
         return out;
+    }
+
+    /**
+     * Allows (add) or stops allowing (remove) {@code principal} the {@code operations} (e.g.
+     * {@code ["WRITE"]}, as {@code kafka-acls --operation} names them) on the literal topic
+     * {@code topic}, or on the cluster when {@code topic} is null, from any host. Returns once
+     * the controller has committed the change; brokers apply it from the metadata log shortly after.
+     */
+    private JsonNode acls(JsonNode args, boolean add) throws Exception {
+        String principal = args.path("principal").asText();
+        ResourcePattern resource = args.hasNonNull("topic")
+                ? new ResourcePattern(ResourceType.TOPIC, args.get("topic").asText(), PatternType.LITERAL)
+                : new ResourcePattern(ResourceType.CLUSTER, "kafka-cluster", PatternType.LITERAL);
+        List<AclBinding> bindings = new ArrayList<>();
+        for (JsonNode name : args.get("operations")) {
+            AclOperation operation = AclOperation.fromString(name.asText());
+            if (operation == AclOperation.UNKNOWN) {
+                throw new IllegalArgumentException("unknown ACL operation " + name.asText());
+            }
+            AccessControlEntry entry = new AccessControlEntry(principal, "*", operation, AclPermissionType.ALLOW);
+            bindings.add(new AclBinding(resource, entry));
+        }
+        if (add) {
+            admin.createAcls(bindings).all().get();
+        } else {
+            List<AclBindingFilter> filters = bindings.stream().map(AclBinding::toFilter).toList();
+            admin.deleteAcls(filters).all().get();
+        }
+        return KafkaTool.JSON.nullNode();
     }
 
     /**
