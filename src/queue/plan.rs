@@ -226,7 +226,7 @@ impl<'a> Plan<'a> {
         let amp = space::AMPLIFICATION;
         let used = (self.meta.log_bytes.saturating_mul(amp)).saturating_add(self.planned_records);
         let need = event_bytes.saturating_add(record_bytes).saturating_mul(amp);
-        if self.disk.exhausted || used.saturating_add(need) > self.disk.budget {
+        if used.saturating_add(need) > self.disk.budget {
             self.refused_for_space = true;
             return Err(Error::DiskFull {
                 available_bytes: self.disk.available,

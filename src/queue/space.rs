@@ -13,9 +13,11 @@
 //! * **used** = the event log's bytes (pending and delivered) × [`AMPLIFICATION`], sled's
 //!   overhead for the pending index, node copies and its log framing.
 //! * An append that would take *used* past the *budget* is refused with
-//!   [`Error::DiskFull`](super::Error::DiskFull) (503 with `Retry-After`), as is every append
-//!   while the filesystem itself is down to half the reserve (another program filled it). Acks,
-//!   dead-lettering and pruning still run: they free space and the reserve is theirs.
+//!   [`Error::DiskFull`](super::Error::DiskFull) (503 with `Retry-After`). Acks, dead-lettering
+//!   and pruning still run: they free space and the reserve is theirs. There is deliberately no
+//!   refusal on the filesystem's free space alone: sled grows its file while it deletes and
+//!   never gives the space back, so such a check, once tripped, would refuse for good; another
+//!   program filling the disk shrinks the budget instead.
 //! * Under pressure (used past half the budget) the log's retention yields: delivered events
 //!   are pruned down to a quarter of the budget, whatever `storage.log_retention_*` says, so a
 //!   drained outbox accepts again even on a disk the outage filled.
@@ -48,8 +50,6 @@ pub(super) struct Measured {
     pub(super) available: u64,
     /// Bytes sled may occupy: its size now plus what is available, less the reserve.
     pub(super) budget: u64,
-    /// The filesystem itself is down to half the reserve: refuse every append.
-    pub(super) exhausted: bool,
 }
 
 impl Space {
@@ -80,7 +80,6 @@ impl Space {
             budget: sled_bytes()
                 .saturating_add(available)
                 .saturating_sub(self.reserve),
-            exhausted: available < self.reserve / 2,
         };
         *last = Some((Instant::now(), m));
         m
@@ -119,11 +118,9 @@ mod tests {
         assert_eq!(space.reserve(), 4096);
         let m = space.measure(|| 1000);
         assert_eq!(m.budget, m.available + 1000 - 4096);
-        assert!(!m.exhausted);
         let again = space.measure(|| panic!("measured again within {MEASURE_EVERY:?}"));
         assert_eq!(again.budget, m.budget);
         let all = Space::new(dir.path(), u64::MAX).unwrap().measure(|| 0);
         assert_eq!(all.budget, 0);
-        assert!(all.exhausted);
     }
 }

@@ -8,52 +8,14 @@ use std::time::Duration;
 
 use chrono::DateTime;
 
+use crate::harness::fixes::{Fix, post_until_gone};
 use crate::harness::gateway::ChildGateway;
 use crate::harness::kafka;
 
 const WRITERS: usize = 8;
-const FIXES_PER_REQUEST: usize = 5;
 const BATCH_MAX_RECORDS: usize = 200;
 /// The drain reads at most four requests' worth of events per round (`ROUND_REQUESTS`).
 const ROUND_MAX_EVENTS: usize = 4 * BATCH_MAX_RECORDS;
-
-/// `(vehicle id, fix timestamp in ms)`: unique per fix, so Kafka records can be matched to the
-/// requests that were acknowledged.
-type Fix = (String, i64);
-
-async fn writer(base: String, task: usize, acked: Arc<Mutex<Vec<Fix>>>) {
-    let client = reqwest::Client::new();
-    let vehicle = format!("veh-{task}");
-    let start = DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z").unwrap();
-    for i in 0.. {
-        let fixes: Vec<(serde_json::Value, i64)> = (0..FIXES_PER_REQUEST)
-            .map(|j| {
-                let ms = (task as i64) * 100_000_000 + (i * FIXES_PER_REQUEST + j) as i64;
-                let ts = start + chrono::Duration::milliseconds(ms);
-                let fix = serde_json::json!({
-                    "latitude": 40.7 + (j as f64) * 1e-4,
-                    "longitude": -74.0,
-                    "timestamp": ts.to_rfc3339(),
-                });
-                (fix, ts.timestamp_millis())
-            })
-            .collect();
-        let body: Vec<_> = fixes.iter().map(|(f, _)| f.clone()).collect();
-        let sent = client
-            .post(format!("{base}/traffic/vehicles/{vehicle}/positions"))
-            .json(&body)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status() == 202 => acked
-                .lock()
-                .unwrap()
-                .extend(fixes.iter().map(|(_, ms)| (vehicle.clone(), *ms))),
-            Ok(r) => panic!("unexpected answer {}", r.status()),
-            Err(_) => return,
-        }
-    }
-}
 
 async fn wait_until_drained(gw: &ChildGateway) {
     let client = reqwest::Client::new();
@@ -91,7 +53,16 @@ fn start_writers(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let base = format!("http://{}", gw.addr);
     (0..WRITERS)
-        .map(|t| tokio::spawn(writer(base.clone(), t, acked.clone())))
+        .map(|t| {
+            // 2026-03-01, a vehicle per writer, 10⁸ ms apart.
+            let first_ms = 1_772_323_200_000 + (t as i64) * 100_000_000;
+            tokio::spawn(post_until_gone(
+                base.clone(),
+                format!("veh-{t}"),
+                first_ms,
+                acked.clone(),
+            ))
+        })
         .collect()
 }
 

@@ -159,15 +159,7 @@ pub(crate) async fn check_delivery(
 }
 
 pub(crate) async fn wait_until_drained(gw: &TestGateway) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while gw.outbox().stats().pending_events > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "outbox not drained: {:?}",
-            gw.outbox().stats()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_until_drained(WAIT).await;
 }
 
 pub(crate) const KEYS: &[&str] = &["veh-a", "veh-b", "veh-c", "veh-d", "veh-e"];

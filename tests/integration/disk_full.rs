@@ -121,15 +121,7 @@ async fn fill(gw: &TestGateway, vehicle: &str) -> (Vec<(String, i64)>, serde_jso
 }
 
 async fn wait_until_drained(gw: &TestGateway) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while gw.outbox().stats().pending_events > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "outbox not drained: {:?}",
-            gw.outbox().stats()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_until_drained(WAIT).await;
 }
 
 fn in_kafka(records: &[crate::harness::kafka::ConsumedRecord]) -> HashSet<(String, i64)> {

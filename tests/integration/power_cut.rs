@@ -16,13 +16,13 @@ use futures_util::FutureExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::harness::fixes::{Fix, post_until_gone};
 use crate::harness::gateway::ChildGateway;
 use crate::harness::kafka;
 use crate::harness::lazyfs::LazyFs;
 
 const TRIALS: usize = 10;
 const WRITERS: usize = 8;
-const FIXES_PER_REQUEST: usize = 5;
 const BATCH_MAX_RECORDS: usize = 200;
 /// The drain reads at most four requests' worth of events per round (`ROUND_REQUESTS`), as in
 /// `crash.rs`.
@@ -32,53 +32,6 @@ const ROUND_MAX_EVENTS: usize = 4 * BATCH_MAX_RECORDS;
 const MAX_DUPLICATES: usize = (TRIALS + 1) * ROUND_MAX_EVENTS;
 /// How long the load runs before the power fails, in ms (drawn per trial).
 const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 300..=1500;
-
-/// `(vehicle id, fix timestamp in ms)`: unique per fix across trials.
-type Fix = (String, i64);
-
-/// POSTs batches of fixes until the gateway stops answering; records the acknowledged ones.
-/// Timestamps are `base_ms + trial·10⁷ + n`, recent and distinct for every trial and request.
-async fn writer(
-    base: String,
-    task: usize,
-    trial: usize,
-    base_ms: i64,
-    acked: Arc<Mutex<Vec<Fix>>>,
-) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let vehicle = format!("veh-{task}");
-    for i in 0.. {
-        let fixes: Vec<(serde_json::Value, i64)> = (0..FIXES_PER_REQUEST)
-            .map(|j| {
-                let ms = base_ms + (trial as i64) * 10_000_000 + (i * FIXES_PER_REQUEST + j) as i64;
-                let ts = DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
-                let fix = serde_json::json!({
-                    "latitude": 40.7 + (j as f64) * 1e-4,
-                    "longitude": -74.0,
-                    "timestamp": ts.to_rfc3339(),
-                });
-                (fix, ms)
-            })
-            .collect();
-        let body: Vec<_> = fixes.iter().map(|(f, _)| f.clone()).collect();
-        let sent = client
-            .post(format!("{base}/traffic/vehicles/{vehicle}/positions"))
-            .json(&body)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status() == 202 => acked
-                .lock()
-                .unwrap()
-                .extend(fixes.iter().map(|(_, ms)| (vehicle.clone(), *ms))),
-            Ok(r) => panic!("trial {trial}: unexpected answer {}", r.status()),
-            Err(_) => return,
-        }
-    }
-}
 
 /// Start the gateway on a store that may have just lost power; if it does not come up, say so
 /// with what it printed, and leave no gateway process behind.
@@ -203,7 +156,17 @@ async fn power_cuts_under_load_lose_no_acknowledged_event() {
         let mut gw = start(&data_dir, &sets, &after).await;
         let base = format!("http://{}", gw.addr);
         let writers: Vec<_> = (0..WRITERS)
-            .map(|t| tokio::spawn(writer(base.clone(), t, trial, base_ms, acked.clone())))
+            .map(|t| {
+                // Recent, and distinct for every trial and request.
+                let first_ms = base_ms + (trial as i64) * 10_000_000;
+                let vehicle = format!("veh-{t}");
+                tokio::spawn(post_until_gone(
+                    base.clone(),
+                    vehicle,
+                    first_ms,
+                    acked.clone(),
+                ))
+            })
             .collect();
         let delay = rng.random_range(KILL_AFTER_MS);
         tokio::time::sleep(Duration::from_millis(delay)).await;

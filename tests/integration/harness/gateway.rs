@@ -152,6 +152,19 @@ impl TestGateway {
         }
     }
 
+    /// Wait until the outbox is empty; fail the test after `timeout`.
+    pub async fn wait_until_drained(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.outbox.stats().pending_events > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox not drained: {:?}",
+                self.outbox.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// GET a path and parse the JSON body.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = self.http.get(self.url(path)).send().await.expect("GET");

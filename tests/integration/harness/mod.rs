@@ -5,6 +5,7 @@
 )]
 
 pub mod browser;
+pub mod fixes;
 #[allow(
     unsafe_code,
     reason = "signals and PR_SET_PDEATHSIG for child processes"
