@@ -5,6 +5,7 @@
 //! message on stderr and a non-zero exit code.
 
 mod access;
+pub mod output;
 mod queue;
 
 use std::path::PathBuf;
@@ -126,7 +127,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(_) => serve(layered),
         Command::Config => {
-            print!("{}", layered.render());
+            crate::cli_out!("{}", layered.render());
             Ok(())
         }
         Command::Queue(cmd) => block_on(queue::run(&layered.settings, cmd)),
@@ -158,22 +159,22 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
 async fn kafka_check(settings: &crate::config::Settings, json: bool) -> anyhow::Result<()> {
     let r = crate::publisher::kafka::check(&settings.kafka).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::cli_outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!("brokers          {}", r.brokers.join(","));
-        println!("metadata         {} ms", r.metadata_millis);
+        crate::cli_outln!("brokers          {}", r.brokers.join(","));
+        crate::cli_outln!("metadata         {} ms", r.metadata_millis);
         if r.ok {
-            println!("topics           {}", r.topics.len());
+            crate::cli_outln!("topics           {}", r.topics.len());
             for (name, partitions) in &r.topics {
-                println!("  {name} ({partitions} partitions)");
+                crate::cli_outln!("  {name} ({partitions} partitions)");
             }
             for t in &r.missing_topics {
-                println!("  {t} missing: routegate creates it on first use");
+                crate::cli_outln!("  {t} missing: routegate creates it on first use");
             }
         } else {
-            println!("error            {}", r.error.as_deref().unwrap_or("-"));
+            crate::cli_outln!("error            {}", r.error.as_deref().unwrap_or("-"));
             for h in &r.hints {
-                println!("hint             {h}");
+                crate::cli_outln!("hint             {h}");
             }
         }
     }

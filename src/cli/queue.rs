@@ -107,7 +107,7 @@ async fn dead_letters(access: &Access, cmd: DeadLetterCommand) -> anyhow::Result
                 return print_json(&items);
             }
             if items.is_empty() {
-                println!("no dead letters");
+                crate::cli_outln!("no dead letters");
             }
             items.iter().for_each(print_dead_summary);
             Ok(())
@@ -115,17 +115,18 @@ async fn dead_letters(access: &Access, cmd: DeadLetterCommand) -> anyhow::Result
         DeadLetterCommand::Show { seq } => print_json(&access.dead_letter(seq).await?),
         DeadLetterCommand::Requeue { seq: Some(seq), .. } => {
             let e = access.requeue(seq).await?;
-            println!(
+            crate::cli_outln!(
                 "dead letter {seq} requeued as event {} (id {})",
-                e.seq, e.id
+                e.seq,
+                e.id
             );
             Ok(())
         }
         DeadLetterCommand::Requeue { seq: None, .. } => {
             let r = access.requeue_all().await?;
-            println!("requeued {} dead letters", r.requeued.len());
+            crate::cli_outln!("requeued {} dead letters", r.requeued.len());
             for (seq, why) in &r.failed {
-                println!("  {seq} not requeued: {why}");
+                crate::cli_outln!("  {seq} not requeued: {why}");
             }
             Ok(())
         }
@@ -135,7 +136,7 @@ async fn dead_letters(access: &Access, cmd: DeadLetterCommand) -> anyhow::Result
                 bail!("not purged");
             }
             access.purge(seq).await?;
-            println!("dead letter {seq} purged");
+            crate::cli_outln!("dead letter {seq} purged");
             Ok(())
         }
     }
@@ -164,7 +165,7 @@ async fn export(access: &Access, out: &Path) -> anyhow::Result<()> {
     }
     w.flush()?;
     bar.finish_and_clear();
-    println!("exported {written} pending events to {}", out.display());
+    crate::cli_outln!("exported {written} pending events to {}", out.display());
     Ok(())
 }
 
@@ -177,10 +178,10 @@ pub async fn route_events(settings: &Settings, route: &str, json: bool) -> anyho
         return print_json(&events);
     }
     if events.is_empty() {
-        println!("no logged events for route {route}");
+        crate::cli_outln!("no logged events for route {route}");
     }
     for e in events {
-        println!(
+        crate::cli_outln!(
             "{:>8}  {}  {:<16} {}",
             e.seq,
             e.created_at.to_rfc3339(),
@@ -192,55 +193,55 @@ pub async fn route_events(settings: &Settings, route: &str, json: bool) -> anyho
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    crate::cli_outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
 fn print_stats(source: &str, s: &QueueStats) {
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
-    println!("source           {source}");
-    println!(
+    crate::cli_outln!("source           {source}");
+    crate::cli_outln!(
         "pending events   {} ({})",
         s.pending_events,
         mib(s.pending_bytes)
     );
     match s.oldest_pending_at {
-        Some(t) => println!(
+        Some(t) => crate::cli_outln!(
             "oldest event     {} ({} s ago)",
             t.to_rfc3339(),
             (Utc::now() - t).num_seconds().max(0)
         ),
-        None => println!("oldest event     -"),
+        None => crate::cli_outln!("oldest event     -"),
     }
-    println!("dead letters     {}", s.dead_letters);
-    println!(
+    crate::cli_outln!("dead letters     {}", s.dead_letters);
+    crate::cli_outln!(
         "event log        {} events ({})",
         s.log_events,
         mib(s.log_bytes)
     );
-    println!("last sequence    {}", s.last_seq);
-    println!("disk usage       {}", mib(s.disk_bytes));
+    crate::cli_outln!("last sequence    {}", s.last_seq);
+    crate::cli_outln!("disk usage       {}", mib(s.disk_bytes));
     match &s.delivery {
         Some(d) => {
-            println!("circuit          {:?}", d.circuit);
+            crate::cli_outln!("circuit          {:?}", d.circuit);
             let last = d.last_success_at.map(|t| t.to_rfc3339());
-            println!("last published   {}", last.as_deref().unwrap_or("-"));
-            println!(
+            crate::cli_outln!("last published   {}", last.as_deref().unwrap_or("-"));
+            crate::cli_outln!(
                 "last error       {}",
                 d.last_error.as_deref().unwrap_or("-")
             );
             for p in &d.paused {
-                println!("paused topic     {}: {}", p.topic, p.denied);
-                println!("                 grant it: {}", p.fix);
+                crate::cli_outln!("paused topic     {}: {}", p.topic, p.denied);
+                crate::cli_outln!("                 grant it: {}", p.fix);
             }
         }
-        None => println!("circuit          unknown (no gateway running)"),
+        None => crate::cli_outln!("circuit          unknown (no gateway running)"),
     }
 }
 
 fn print_pending(p: &PendingJson) {
     match (&p.event, &p.corrupt) {
-        (Some(e), _) => println!(
+        (Some(e), _) => crate::cli_outln!(
             "{:>8}  {}  {:<16} {:<28} key={} attempts={}",
             e.seq,
             e.created_at.to_rfc3339(),
@@ -249,8 +250,8 @@ fn print_pending(p: &PendingJson) {
             e.key,
             e.attempts
         ),
-        (None, Some(why)) => println!("{:>8}  CORRUPT: {why}", p.seq),
-        (None, None) => println!("{:>8}  ?", p.seq),
+        (None, Some(why)) => crate::cli_outln!("{:>8}  CORRUPT: {why}", p.seq),
+        (None, None) => crate::cli_outln!("{:>8}  ?", p.seq),
     }
 }
 
@@ -260,7 +261,7 @@ fn print_dead_summary(d: &DeadLetterJson) {
         .as_ref()
         .map(|e| e.kind.as_str())
         .unwrap_or("(undecodable)");
-    println!(
+    crate::cli_outln!(
         "{:>8}  {}  {:<16} attempts={} reason: {}",
         d.seq,
         d.dead_at.to_rfc3339(),
@@ -275,7 +276,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("{question} — refusing without a terminal to confirm; pass --yes");
     }
-    print!("{question} [y/N] ");
+    crate::cli_out!("{question} [y/N] ");
     std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;

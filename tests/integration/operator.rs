@@ -208,3 +208,49 @@ async fn kafka_check_lists_topics_of_a_live_broker_and_explains_a_dead_one() {
     let text = String::from_utf8_lossy(&dead.stdout);
     assert!(text.contains("is the broker running"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_hostile_ids_escaped_and_exits_quietly_on_a_closed_pipe() {
+    let gw = TestGateway::spawn(|_| {}).await;
+    let hostile = "veh-\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    gw.outbox()
+        .append(Write {
+            events: vec![NewEvent::now("test.event", "t", hostile, None, &1)],
+            records: vec![],
+        })
+        .await
+        .expect("append");
+    let dir = gw.stop().await;
+
+    let peek = cli(dir.path(), &["queue", "peek"]);
+    assert!(
+        peek.status.success(),
+        "{}",
+        String::from_utf8_lossy(&peek.stderr)
+    );
+    assert!(
+        !peek.stdout.contains(&0x1b) && !peek.stdout.contains(&0x07),
+        "raw control bytes reached the terminal: {:?}",
+        String::from_utf8_lossy(&peek.stdout)
+    );
+    let shown = String::from_utf8_lossy(&peek.stdout);
+    assert!(
+        shown.contains(r"veh-\u{1b}]0;pwned\u{7}\u{1b}[2J"),
+        "{shown}"
+    );
+
+    // `routegate queue stats | head -0`: the reader is gone before anything is written.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_routegate"))
+        .args(["queue", "stats", "--data-dir"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run routegate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
