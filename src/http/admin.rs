@@ -132,6 +132,9 @@ struct Page {
 }
 
 const MAX_PAGE: usize = 10_000;
+/// Stored bytes of events one admin page carries at most (at least one event): a page of 10,000
+/// large events was a 31.5 MB answer. Page on with `after` = the last `seq`.
+pub const MAX_PAGE_BYTES: u64 = 1024 * 1024;
 
 impl Page {
     fn bounds(&self) -> (u64, usize) {
@@ -210,7 +213,7 @@ pub fn routes(
         .and(with())
         .and_then(|page: Page, o: Outbox| async move {
             let (after, limit) = page.bounds();
-            let items = blocking(move || o.peek_after(after, limit, u64::MAX)).await;
+            let items = blocking(move || o.peek_after(after, limit, MAX_PAGE_BYTES)).await;
             let items = items.map_err(api_error)?;
             Ok::<_, Rejection>(json(
                 &items.iter().map(PendingJson::from).collect::<Vec<_>>(),
@@ -224,7 +227,7 @@ pub fn routes(
         .and(with())
         .and_then(|page: Page, o: Outbox| async move {
             let (after, limit) = page.bounds();
-            let items = blocking(move || o.dead_letters(after, limit)).await;
+            let items = blocking(move || o.dead_letters_page(after, limit, MAX_PAGE_BYTES)).await;
             let items = items.map_err(api_error)?;
             Ok::<_, Rejection>(json(
                 &items.iter().map(DeadLetterJson::from).collect::<Vec<_>>(),

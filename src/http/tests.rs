@@ -531,3 +531,37 @@ async fn past_the_in_flight_cap_requests_get_503_but_the_probes_still_answer() {
         assert_eq!(res.status(), 200, "{probe}");
     }
 }
+
+#[tokio::test]
+async fn an_admin_page_of_large_events_is_capped_in_bytes_and_pages_on() {
+    let r = rig(|_| {});
+    let big = "x".repeat(100_000);
+    for _ in 0..30 {
+        let events = vec![crate::events::NewEvent::now(
+            "test.big", "t", "v", None, &big,
+        )];
+        let write = crate::queue::Write {
+            events,
+            records: vec![],
+        };
+        r.api.outbox.append(write).await.unwrap();
+    }
+    let (status, page) = call(&r.api, "GET", "/admin/queue/pending?limit=10000", None).await;
+    assert_eq!(status, 200, "{page}");
+    let first = page.as_array().unwrap();
+    assert!(
+        !first.is_empty() && first.len() < 30,
+        "{} of 30 events of 100 KB in one page",
+        first.len()
+    );
+    assert!(page.to_string().len() < 2 * 1024 * 1024);
+    let last = first.last().unwrap()["seq"].as_u64().unwrap();
+    let path = format!("/admin/queue/pending?limit=10000&after={last}");
+    let (_, next) = call(&r.api, "GET", &path, None).await;
+    let next_first = next.as_array().unwrap()[0]["seq"].as_u64().unwrap();
+    assert_eq!(
+        next_first,
+        last + 1,
+        "the next page starts after the cursor"
+    );
+}

@@ -276,10 +276,26 @@ impl Outbox {
 
     /// Dead letters with `seq > after`, oldest first.
     pub fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.dead_letters_page(after, limit, u64::MAX)
+    }
+
+    /// Dead letters with `seq > after`, oldest first, stopping once their stored bytes reach
+    /// `max_bytes` (at least one is returned): page on with the last `seq`.
+    pub fn dead_letters_page(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<DeadLetter>> {
         let mut out = Vec::new();
+        let mut bytes = 0u64;
         let start = codec::key(after.saturating_add(1));
         for kv in self.shared.trees.dead.range(start..).take(limit) {
+            if bytes >= max_bytes && !out.is_empty() {
+                break;
+            }
             let (key, raw) = kv?;
+            bytes += raw.len() as u64;
             out.push(dead_letter(codec::seq_of(&key).unwrap_or_default(), &raw));
         }
         Ok(out)
