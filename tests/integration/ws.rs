@@ -1,5 +1,5 @@
 //! `GET /traffic/routes/ws` over real sockets: filters, resume across a restart, reset, lag,
-//! liveness, auth, the connection limit and the close code at shutdown.
+//! liveness (and a client that floods pings without reading), auth, the connection limit and the close code at shutdown.
 //!
 //! Events are appended straight to the gateway's outbox (what the REST handlers do).
 
@@ -24,6 +24,10 @@ type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Generous: "eventually", on a shared and noisy machine.
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Held by the tests that move tens of MiB through the gateway, so that the one measuring the
+/// process's RSS does not count another's.
+static MEMORY_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn ws_path(query: &str) -> String {
     format!("/traffic/routes/ws{query}")
@@ -240,6 +244,7 @@ async fn connect_small_window(gw: &TestGateway, query: &str) -> Client {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_told_lagged_and_closed_while_others_get_everything() {
+    let _heavy = MEMORY_HEAVY.lock().await;
     let gw = TestGateway::spawn(|s| s.websocket.buffer_messages = 32).await;
     let mut slow = connect_small_window(&gw, "").await;
     let start = hello(&mut slow).await["seq"].as_u64().unwrap();
@@ -389,6 +394,82 @@ async fn a_peer_that_never_answers_pings_is_closed() {
         .await
         .expect("closed within the wait");
     assert_eq!(code, Some(4001));
+    gw.stop().await;
+}
+
+/// This process's resident set (the gateway runs in it), from `/proc/self/status`.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
+}
+
+#[tokio::test]
+async fn a_client_that_floods_pings_and_never_reads_is_closed_and_costs_bounded_memory() {
+    let _heavy = MEMORY_HEAVY.lock().await;
+    const GROWTH: u64 = 64 * 1024 * 1024;
+    const CLOSED_WITHIN: Duration = Duration::from_secs(10);
+    let gw = TestGateway::spawn(|s| s.websocket.ping_interval_ms = 500).await;
+    let before = rss_bytes();
+    let peer = silent_peer(&gw).await;
+    // Masked ping frames with a 125-byte payload (the largest a control frame may carry), a zero
+    // mask: each one makes tungstenite queue a 127-byte pong.
+    let mut frame = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    frame.extend_from_slice(&[b'p'; 125]);
+    let flood: Vec<u8> = frame.repeat(512);
+
+    let health = {
+        let (http, url) = (gw.http.clone(), gw.url("/health/live"));
+        tokio::spawn(async move {
+            loop {
+                let res = tokio::time::timeout(Duration::from_secs(2), http.get(&url).send()).await;
+                let status = res.ok().and_then(|r| r.ok()).map(|r| r.status().as_u16());
+                assert_eq!(status, Some(200), "/health/live answers during the flood");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    let started = std::time::Instant::now();
+    // Writes until the gateway drops the connection (a write fails); never reads.
+    let flooder = tokio::spawn(async move {
+        let mut peer = peer;
+        while peer.write_all(&flood).await.is_ok() {}
+    });
+    let mut peak = 0;
+    let closed = loop {
+        peak = peak.max(rss_bytes().saturating_sub(before));
+        if flooder.is_finished() {
+            break true;
+        }
+        if peak >= GROWTH || started.elapsed() > CLOSED_WITHIN {
+            flooder.abort();
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = started.elapsed();
+    assert!(!health.is_finished(), "the health checker stopped early");
+    health.abort();
+    assert!(
+        peak < GROWTH,
+        "gateway RSS grew by {} MiB within {took:?} of the flood",
+        peak >> 20
+    );
+    assert!(
+        closed,
+        "the gateway did not close the connection within {CLOSED_WITHIN:?}"
+    );
+    eprintln!(
+        "ping flood: closed after {took:?}, RSS peak growth {} KiB",
+        peak >> 10
+    );
+    let (status, _) = gw.get_json("/health/live").await;
+    assert_eq!(status, 200);
     gw.stop().await;
 }
 

@@ -52,8 +52,11 @@
 //! is full while its socket still drains is only waiting for CPU (a burst, such as one large
 //! position batch): the router waits for it, at most [`ROOM_WAIT`] per event, before calling it
 //! lagging. A slow client gets two ping intervals to read up to its `lagged` message. The server
-//! pings every `websocket.ping_interval_ms`; a peer that sends nothing (not even a pong) for two
-//! intervals is closed with [`CLOSE_PING_TIMEOUT`].
+//! pings every `websocket.ping_interval_ms`; a peer that sends no pong for two intervals is
+//! closed with [`CLOSE_PING_TIMEOUT`] (its pings or other frames do not count: they do not show
+//! that it reads). A peer that does not read while it sends (each ping queues a pong) fills a
+//! bounded write buffer (8 MiB) and is closed with [`CLOSE_SLOW_READER`]: metric reason
+//! `slow_reader`.
 //!
 //! # Admission and lifecycle
 //!
@@ -94,6 +97,9 @@ pub const PROTOCOL: &str = auth::WS_PROTOCOL;
 pub const CLOSE_LAGGED: CloseCode = CloseCode::Library(4000);
 /// Close code for a peer that stopped answering pings.
 pub const CLOSE_PING_TIMEOUT: CloseCode = CloseCode::Library(4001);
+/// Close code for a peer that does not read what it is sent (its write buffer filled up). It
+/// rarely arrives: the socket is dropped after the close grace either way.
+pub const CLOSE_SLOW_READER: CloseCode = CloseCode::Library(4002);
 
 /// Why a session failed.
 #[derive(Debug, thiserror::Error)]

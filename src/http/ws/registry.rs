@@ -60,6 +60,11 @@ impl Link {
         self.blocked.store(blocked, Ordering::Relaxed);
     }
 
+    /// Whether the session is waiting for its socket to take data.
+    pub(super) fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
     pub(super) fn set_following(&self) {
         self.following.store(true, Ordering::Relaxed);
     }

@@ -1,7 +1,7 @@
 //! One connection, from the upgrade to the close frame.
 //!
 //! A session is one task that polls, in one `select!`: the shutdown token, its lag signal, the
-//! peer (any frame counts as alive; silence for two ping intervals ends the session) and the
+//! peer (only a pong counts as alive: two ping intervals without one end the session) and the
 //! work, which is `hello`, the replay, then the live queue with a ping every interval. Whatever
 //! ends it, the session then says why (a close frame, preceded by `lagged` when it fell behind)
 //! under a deadline, and drops the socket.
@@ -22,7 +22,7 @@ use super::hub::{Hub, Registration, Slot};
 use super::message::{self, Cursor, Filter, Frame};
 use super::out::{Out, Watched};
 use super::registry::Link;
-use super::{CLOSE_LAGGED, CLOSE_PING_TIMEOUT, Error};
+use super::{CLOSE_LAGGED, CLOSE_PING_TIMEOUT, CLOSE_SLOW_READER, Error};
 use crate::metrics;
 use crate::queue::Replay;
 
@@ -34,6 +34,12 @@ const CATCH_UP_ROUNDS: usize = 8;
 const BATCH: usize = 64;
 /// How long closing (after shutdown or a dead peer) may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Most bytes a connection may have waiting to be written to its socket (tungstenite's
+/// `max_write_buffer_size`). A reading client keeps this near `write_buffer_size` plus one frame
+/// (events are far smaller); only a client that stops reading while it keeps sending (each ping
+/// queues a pong) gets here. Writing past it fails and the session ends as `slow_reader`, so such
+/// a client costs at most this much, for at most two ping intervals and the close grace. A constant rather than a setting: no dashboard comes near it.
+pub(super) const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
 /// What the client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +50,14 @@ pub(super) struct Request {
 
 /// Socket buffers sized for many mostly idle connections: tungstenite's defaults (128 KiB read
 /// buffer, eagerly allocated and zero-filled) would cost far more per connection than the
-/// 30 KB budget. Clients only send pongs and close frames.
+/// 30 KB budget. Clients only send pongs and close frames. The write buffer is bounded
+/// ([`MAX_WRITE_BUFFER`]): unbounded, a client that sends pings and never reads grows it by one
+/// pong per ping without end.
 pub(super) fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(64 * 1024))
         .max_frame_size(Some(64 * 1024))
 }
@@ -77,6 +86,9 @@ enum End {
     Shutdown,
     Lagged,
     PeerTimeout,
+    /// The client does not read: the write buffer is full, or no pong came while the socket was
+    /// not taking data.
+    SlowReader,
     PeerClosed,
     Failed(Error),
 }
@@ -105,6 +117,11 @@ where
             end = peer => end,
             end = work => end,
         }
+    };
+    let end = match end {
+        End::Failed(Error::Socket(WsError::WriteBufferFull(_))) => End::SlowReader,
+        End::PeerTimeout if link.is_blocked() => End::SlowReader,
+        end => end,
     };
     finish(&hub, end, out, stream).await;
 }
@@ -264,15 +281,19 @@ where
     }
 }
 
-/// Reads the peer until it closes, fails or stays silent for `silence`.
+/// Reads the peer until it closes, fails or sends no pong for `silence`. Only a pong counts as
+/// alive: it answers one of our pings, so the client reads. Anything else (pings above all, each
+/// of which queues a pong) is read and dropped, and keeps no client alive that does not read.
 async fn watch_peer<St>(stream: &mut St, silence: Duration) -> End
 where
     St: Stream<Item = Result<Message, WsError>> + Unpin,
 {
+    let mut deadline = tokio::time::Instant::now() + silence;
     loop {
-        match tokio::time::timeout(silence, stream.next()).await {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => return End::PeerTimeout,
             Ok(None | Some(Ok(Message::Close(_)))) => return End::PeerClosed,
+            Ok(Some(Ok(Message::Pong(_)))) => deadline = tokio::time::Instant::now() + silence,
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => return End::Failed(e.into()),
         }
@@ -289,6 +310,10 @@ where
         End::Shutdown => ("shutdown", Some((CloseCode::Away, "gateway shutting down"))),
         End::Lagged => ("lagged", Some((CLOSE_LAGGED, "lagged: resume with since"))),
         End::PeerTimeout => ("ping_timeout", Some((CLOSE_PING_TIMEOUT, "ping timeout"))),
+        End::SlowReader => (
+            "slow_reader",
+            Some((CLOSE_SLOW_READER, "slow reader: not reading")),
+        ),
         End::PeerClosed => ("client", None),
         End::Failed(e) => {
             tracing::debug!(cause = %e, "websocket session failed");
