@@ -541,15 +541,19 @@ mod tests {
         assert_eq!(sink.record_size(&e), r.approximate_size());
     }
 
-    #[test]
-    fn leadership_errors_rebuild_the_client_and_size_errors_reject() {
-        let server = |p| KafkaError::ServerError {
+    /// A broker's answer with `p` for topic `t`.
+    fn server(p: ProtocolError) -> KafkaError {
+        KafkaError::ServerError {
             protocol_error: p,
             error_message: None,
             request: rskafka::client::error::RequestContext::Topic("t".into()),
             response: None,
             is_virtual: false,
-        };
+        }
+    }
+
+    #[test]
+    fn leadership_errors_rebuild_the_client_and_size_errors_reject() {
         let (e, s) = classify("produce", &server(ProtocolError::NotLeaderOrFollower));
         assert!(matches!(e, Refusal::Sink(SinkError::Retriable(_))) && s == Stale::Client);
         let (e, s) = classify("produce", &server(ProtocolError::UnknownTopicOrPartition));
@@ -560,13 +564,6 @@ mod tests {
 
     #[test]
     fn authorization_errors_name_the_operation_the_call_needs_and_are_not_poison() {
-        let server = |p| KafkaError::ServerError {
-            protocol_error: p,
-            error_message: None,
-            request: rskafka::client::error::RequestContext::Topic("t".into()),
-            response: None,
-            is_virtual: false,
-        };
         let topic = ProtocolError::TopicAuthorizationFailed;
         let cluster = ProtocolError::ClusterAuthorizationFailed;
         let cases = [

@@ -255,10 +255,6 @@ impl Shared {
         }
     }
 
-    fn scope(&self) -> String {
-        self.path.to_string_lossy().into_owned()
-    }
-
     /// Flush sled and make the flushed bytes stable: after this returns, every committed write
     /// survives a power cut.
     fn make_stable(&self) -> sled::Result<()> {

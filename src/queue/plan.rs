@@ -422,8 +422,8 @@ impl<'a> Plan<'a> {
         }
         self.mutations
             .push((META, META_KEY.to_vec(), Some(encode_meta(&self.meta))));
-        let scope = self.shared.scope();
-        crate::faults::check("outbox-commit", &scope)?;
+        let scope = self.shared.path.as_path();
+        crate::faults::check("outbox-commit", scope)?;
         let mutations = &self.mutations;
         let result: std::result::Result<(), TransactionError<()>> = self.trees.transaction(|tx| {
             for (tree, key, value) in mutations {
@@ -438,14 +438,14 @@ impl<'a> Plan<'a> {
             TransactionError::Storage(e) => e,
             TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
         })?;
-        crate::faults::check("outbox-after-commit", &scope)?;
+        crate::faults::check("outbox-after-commit", scope)?;
         if self.acks {
-            crate::faults::check("outbox-ack-committed", &scope)?;
+            crate::faults::check("outbox-ack-committed", scope)?;
         }
         if self.shared.config.durability == Durability::Strict {
             self.shared.make_stable()?;
         }
-        crate::faults::check("outbox-after-flush", &scope)?;
+        crate::faults::check("outbox-after-flush", scope)?;
         Ok(Committed {
             meta: self.meta,
             events: self.events,

@@ -168,7 +168,7 @@ impl Outbox {
         max_records: usize,
         max_bytes: u64,
     ) -> Result<Vec<Peeked>> {
-        crate::faults::check("outbox-peek", &self.shared.scope()).map_err(sled::Error::Io)?;
+        crate::faults::check("outbox-peek", &self.shared.path).map_err(sled::Error::Io)?;
         let t = &self.shared.trees;
         let mut out = Vec::new();
         let mut bytes = 0u64;

@@ -264,3 +264,24 @@ async fn appends_after_shutdown_fail_as_closed() {
     assert!(matches!(r, Err(Error::Closed)));
     assert!(!outbox.is_healthy());
 }
+
+#[tokio::test]
+async fn interval_durability_flushes_and_syncs_on_its_own_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        durability: crate::config::Durability::Interval,
+        flush_interval_ms: 20,
+        ..config(dir.path())
+    };
+    let outbox = Outbox::open(dir.path(), &cfg, &[]).unwrap();
+    append(&outbox, vec![ev(None, 1)]).await;
+    assert_eq!(outbox.stats().flushes, 0, "the append itself does not sync");
+    for _ in 0..100 {
+        if outbox.stats().flushes > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(outbox.stats().flushes > 0, "no periodic flush and sync");
+    outbox.shutdown().await;
+}

@@ -198,7 +198,7 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
         let Some(first) = rx.blocking_recv() else {
             break;
         };
-        if let Err(e) = crate::faults::check("outbox-writer", &shared.scope()) {
+        if let Err(e) = crate::faults::check("outbox-writer", &shared.path) {
             panic!("injected writer failure: {e}");
         }
         let mut group = vec![first];
@@ -231,7 +231,7 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
             Ok(committed) => {
                 meta = committed.meta;
                 shared.after_commit(&meta, &committed.events);
-                if let Err(e) = crate::faults::check("outbox-before-answer", &shared.scope()) {
+                if let Err(e) = crate::faults::check("outbox-before-answer", &shared.path) {
                     panic!("injected failure before answering: {e}");
                 }
                 answers.into_iter().for_each(|a| a.send(None, &shared));

@@ -2,13 +2,10 @@
 //! the outbox writer's commit: every event whose request was answered is in Kafka after a
 //! restart, and the duplicates stay within one drain round.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::DateTime;
-
-use crate::harness::fixes::{Fix, post_until_gone};
+use crate::harness::fixes::{Fix, count_fixes, post_until_gone};
 use crate::harness::gateway::ChildGateway;
 use crate::harness::kafka;
 
@@ -79,16 +76,7 @@ async fn restart_and_check(
     let gw = ChildGateway::spawn(dir, sets).await;
     wait_until_drained(&gw).await;
     let records = cluster.read_topic(topic).await;
-    let mut seen: HashMap<Fix, usize> = HashMap::new();
-    for r in &records {
-        let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
-        let ts = DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
-        let key = (
-            v["vehicleId"].as_str().unwrap().to_string(),
-            ts.timestamp_millis(),
-        );
-        *seen.entry(key).or_default() += 1;
-    }
+    let seen = count_fixes(&records);
     let lost: Vec<_> = acked.iter().filter(|f| !seen.contains_key(*f)).collect();
     assert!(
         lost.is_empty(),

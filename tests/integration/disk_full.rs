@@ -3,13 +3,13 @@
 //! once the broker is back — with the disk still full — and accepts again once it made room.
 //! Also the byte quota (`storage.max_queue_bytes`), which refuses before the disk is the limit.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use routegate::config::Settings;
 
+use crate::harness::fixes::count_fixes;
 use crate::harness::gateway::{Dir, TestGateway};
 use crate::harness::kafka::{self, KafkaCluster};
 
@@ -124,20 +124,6 @@ async fn wait_until_drained(gw: &TestGateway) {
     gw.wait_until_drained(WAIT).await;
 }
 
-fn in_kafka(records: &[crate::harness::kafka::ConsumedRecord]) -> HashSet<(String, i64)> {
-    records
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
-            let ts = DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
-            (
-                v["vehicleId"].as_str().unwrap().to_string(),
-                ts.timestamp_millis(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_with_503_delivers_everything_once_the_broker_is_back_and_accepts_again()
  {
@@ -170,8 +156,8 @@ async fn a_full_disk_refuses_with_503_delivers_everything_once_the_broker_is_bac
         "storage still works after the disk was full: {body}"
     );
     let records = cluster.wait_for_records(&topic, acked.len(), WAIT).await;
-    let seen = in_kafka(&records);
-    let lost: Vec<_> = acked.iter().filter(|k| !seen.contains(*k)).collect();
+    let seen = count_fixes(&records);
+    let lost: Vec<_> = acked.iter().filter(|k| !seen.contains_key(*k)).collect();
     assert!(
         lost.is_empty(),
         "{} acknowledged fixes never reached Kafka",

@@ -5,18 +5,17 @@
 //! `crash.rs` covers `kill -9` alone, where the page cache survives; this test covers what only
 //! `fdatasync` and directory fsyncs protect. Set `POWER_CUT_SEED` to replay a run's kill delays.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::FutureExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::fixes::{Fix, post_until_gone};
+use crate::harness::fixes::{count_fixes, post_until_gone};
 use crate::harness::gateway::ChildGateway;
 use crate::harness::kafka;
 use crate::harness::lazyfs::LazyFs;
@@ -209,16 +208,7 @@ async fn power_cuts_under_load_lose_no_acknowledged_event() {
     .await;
     wait_until_drained(&gw).await;
     let records = cluster.read_topic(&topic).await;
-    let mut seen: HashMap<Fix, usize> = HashMap::new();
-    for r in &records {
-        let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
-        let ts = DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
-        let key = (
-            v["vehicleId"].as_str().unwrap().to_string(),
-            ts.timestamp_millis(),
-        );
-        *seen.entry(key).or_default() += 1;
-    }
+    let seen = count_fixes(&records);
     let acked = acked.lock().unwrap().clone();
     let lost: Vec<_> = acked.iter().filter(|f| !seen.contains_key(*f)).collect();
     let mut lost_per_trial = vec![0; TRIALS];

@@ -1,10 +1,13 @@
 //! A GPS-fix writer for crash tests: posts batches of fixes until the gateway stops answering
 //! and records every fix whose request got 202.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+use super::kafka::ConsumedRecord;
 
 /// Fixes in one request.
 pub const FIXES_PER_REQUEST: usize = 5;
@@ -55,4 +58,19 @@ pub async fn post_until_gone(
             Err(_) => return,
         }
     }
+}
+
+/// How often each fix appears among `vehicle.position` records read from Kafka.
+pub fn count_fixes(records: &[ConsumedRecord]) -> HashMap<Fix, usize> {
+    let mut seen: HashMap<Fix, usize> = HashMap::new();
+    for r in records {
+        let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        let ts = DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
+        let fix = (
+            v["vehicleId"].as_str().unwrap().to_string(),
+            ts.timestamp_millis(),
+        );
+        *seen.entry(fix).or_default() += 1;
+    }
+    seen
 }
