@@ -203,7 +203,24 @@ impl App {
             }
         };
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
-        if !http::serve(listener, http::routes(api), shutdown, grace).await {
+        let fd_limit = http::conn::raise_fd_limit();
+        let limits = http::conn::ConnLimits::from_config(&settings.http, fd_limit);
+        let ws_max = settings.websocket.max_connections as u64;
+        if !limits.fits(ws_max, fd_limit) {
+            tracing::warn!(
+                http_max_connections = limits.max_connections,
+                websocket_max_connections = ws_max,
+                fd_limit,
+                "http.max_connections plus websocket.max_connections exceed the open-file limit: \
+                 at full load accepts will fail; lower them or raise the limit"
+            );
+        }
+        tracing::info!(
+            max_connections = limits.max_connections,
+            fd_limit,
+            "accepting API connections"
+        );
+        if !http::serve(listener, http::routes(api), limits, shutdown, grace).await {
             tracing::warn!(
                 grace_ms = settings.http.shutdown_grace_ms,
                 "in-flight requests outlived the grace period"

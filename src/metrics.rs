@@ -105,6 +105,16 @@ pub fn http_request(route: &'static str, status: u16, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// Open API connections (WebSocket sessions are counted apart).
+pub fn http_connections(n: usize) {
+    gauge!("routegate_http_connections").set(n as f64);
+}
+
+/// A connection past `http.max_connections`: `probes_only` (served `/health/*` only) or `closed`.
+pub fn http_connection_refused(how: &'static str) {
+    counter!("routegate_http_connections_refused_total", "how" => how).increment(1);
+}
+
 pub fn ws_connections(n: usize) {
     gauge!("routegate_ws_connections").set(n as f64);
 }

@@ -89,6 +89,14 @@ pub struct HttpConfig {
     pub max_in_flight: u32,
     /// A request that takes longer is answered 503 instead of holding a connection forever.
     pub request_timeout_ms: u64,
+    /// Open API connections at most; beyond it a few more may still ask `/health/*`, everyone
+    /// else gets 503 or is closed. 0 derives it from the process's file-descriptor limit.
+    pub max_connections: u32,
+    /// A request's headers must arrive within this time, and an idle keep-alive connection is
+    /// closed after it.
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this time of its headers.
+    pub body_timeout_ms: u64,
     /// How long graceful shutdown waits for in-flight requests before it stops waiting.
     pub shutdown_grace_ms: u64,
     /// Bearer tokens accepted on `/traffic` and the WebSocket; empty means no authentication.
@@ -273,6 +281,9 @@ impl Default for Settings {
                 max_body_bytes: MIB,
                 max_in_flight: 512,
                 request_timeout_ms: 30_000,
+                max_connections: 0,
+                header_timeout_ms: 10_000,
+                body_timeout_ms: 30_000,
                 shutdown_grace_ms: 10_000,
                 api_tokens: Vec::new(),
                 api_tokens_file: String::new(),
@@ -391,6 +402,21 @@ impl Settings {
             h.request_timeout_ms >= 100,
             "http.request_timeout_ms",
             "expected at least 100",
+        )?;
+        check(
+            h.header_timeout_ms >= 100,
+            "http.header_timeout_ms",
+            "expected at least 100",
+        )?;
+        check(
+            h.body_timeout_ms >= 100,
+            "http.body_timeout_ms",
+            "expected at least 100",
+        )?;
+        check(
+            h.max_connections == 0 || h.max_connections >= 16,
+            "http.max_connections",
+            "expected 0 (derived from the file-descriptor limit) or at least 16",
         )?;
         check(
             !s.data_dir.as_os_str().is_empty(),

@@ -44,8 +44,13 @@ where
     let mut body = std::pin::pin!(body);
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}"), None))?;
+        let mut chunk = chunk.map_err(|e| {
+            if super::conn::timed_out(&e) {
+                ApiError::BodyTimeout
+            } else {
+                ApiError::bad_request(format!("cannot read body: {e}"), None)
+            }
+        })?;
         if (out.len() + chunk.remaining()) as u64 > max {
             return Err(ApiError::PayloadTooLarge);
         }

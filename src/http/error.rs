@@ -40,6 +40,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The body did not arrive within `http.body_timeout_ms` (408); the connection is closed.
+    #[error("the request body did not arrive in time (http.body_timeout_ms)")]
+    BodyTimeout,
     /// The event this request would append is larger than a Kafka record may be (413, like a
     /// body over the limit); nothing was written.
     #[error("{0}")]
@@ -100,6 +103,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge | ApiError::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,6 +119,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::EventTooLarge(_) => "event_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",

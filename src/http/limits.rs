@@ -102,6 +102,12 @@ impl RateLimiter {
 /// A filter that refuses a client over its rate with 429 and `Retry-After`.
 pub fn rate_limited(limiter: RateLimiter) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::addr::remote()
+        .and(warp::ext::optional::<super::conn::PeerAddr>())
+        .map(
+            |warp_peer: Option<SocketAddr>, ours: Option<super::conn::PeerAddr>| {
+                ours.map(|p| p.0).or(warp_peer)
+            },
+        )
         .and_then(move |peer: Option<SocketAddr>| {
             let limiter = limiter.clone();
             async move {

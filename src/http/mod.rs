@@ -5,7 +5,8 @@
 //! are plain async functions that get their state through cheap clones of the handles in
 //! [`Api`]. Every rejection ends in [`error::recover`], the one place where errors become
 //! responses. [`serve`] runs the server on a listener the caller bound (port 0 in tests) until
-//! the shutdown future resolves, then lets in-flight requests finish.
+//! the shutdown future resolves, then lets in-flight requests finish; [`conn`] owns the
+//! connections and bounds each one (cap, header/idle and body timeouts, unroutable targets).
 //!
 //! # A request's way through
 //!
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod body;
+pub mod conn;
 pub mod dashboard;
 pub mod error;
 pub mod health;
@@ -257,31 +259,17 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Pending connections the kernel queues for `accept` (what tokio's `TcpListener::bind` uses).
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// Serve `routes` on `listener` until `shutdown` resolves; then stop accepting and wait up to
-/// `grace` for in-flight requests. Returns `false` if the grace period ran out.
+/// Serve `routes` on `listener` within `limits` until `shutdown` resolves; then stop accepting
+/// and wait up to `grace` for in-flight requests. Returns `false` if the grace period ran out.
 pub async fn serve<F>(
     listener: TcpListener,
     routes: F,
+    limits: conn::ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> bool
 where
-    F: Filter<Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
-    F::Extract: warp::Reply,
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stopped_tx.send(());
-    };
-    let server = warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run();
-    tokio::pin!(server);
-    tokio::select! {
-        () = &mut server => return true,
-        _ = stopped_rx => {}
-    }
-    tokio::time::timeout(grace, server).await.is_ok()
+    conn::serve(listener, routes, limits, shutdown, grace).await
 }

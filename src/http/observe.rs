@@ -89,6 +89,15 @@ fn finish(begun: Begun, mut resp: Response) -> Response {
     resp
 }
 
+/// The id of a request answered outside the routes: the client's own when sane, else fresh.
+pub fn request_id(headers: &warp::http::HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| acceptable(v))
+        .cloned()
+        .unwrap_or_else(fresh_id)
+}
+
 fn acceptable(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic())

@@ -10,6 +10,7 @@ mod dashboard;
 mod delivery;
 mod disk_full;
 mod gateway;
+mod hostile;
 mod kafka_harness;
 mod operator;
 mod power_cut;

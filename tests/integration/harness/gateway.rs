@@ -219,6 +219,24 @@ impl ChildGateway {
         sets: &[(&str, String)],
         env: &[(&str, &str)],
     ) -> ChildGateway {
+        ChildGateway::start(data_dir, sets, env, None).await
+    }
+
+    /// [`ChildGateway::spawn`] with its stdout and stderr written to `log`.
+    pub async fn spawn_logging(
+        data_dir: &Path,
+        sets: &[(&str, String)],
+        log: &Path,
+    ) -> ChildGateway {
+        ChildGateway::start(data_dir, sets, &[], Some(log)).await
+    }
+
+    async fn start(
+        data_dir: &Path,
+        sets: &[(&str, String)],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> ChildGateway {
         let _ = std::fs::remove_file(data_dir.join("gateway.addr"));
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_routegate"));
         cmd.arg("serve")
@@ -232,7 +250,11 @@ impl ChildGateway {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
         cmd.envs(env.iter().copied());
-        if std::env::var_os("TEST_LOG").is_none() {
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).expect("create the child's log file");
+            let copy = file.try_clone().expect("clone the log file handle");
+            cmd.stdout(file).stderr(copy);
+        } else if std::env::var_os("TEST_LOG").is_none() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
         die_with_parent(&mut cmd);

@@ -1,0 +1,282 @@
+//! Hostile and careless clients at the socket: connections that never finish, more connections
+//! than the gateway serves, request targets the routes cannot serve, random request lines. The
+//! tests talk raw TCP because the point is what the server does with bytes a client library
+//! would never send.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::gateway::{ChildGateway, Dir, TestGateway};
+
+/// Write `bytes`, then read until the server closes or `within` passes.
+async fn exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the server has closed `s`: a read ends (EOF or reset) within `within`. Whatever the
+/// server sent first is returned too.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, String) {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, String::from_utf8_lossy(&out).into_owned()),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (false, String::from_utf8_lossy(&out).into_owned()),
+        }
+    }
+}
+
+fn status_of(response: &str) -> Option<u16> {
+    response.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[tokio::test]
+async fn idle_half_sent_and_stalled_connections_are_closed_while_health_answers() {
+    routegate::http::conn::raise_fd_limit();
+    let gw = TestGateway::spawn(|s| {
+        s.http.header_timeout_ms = 1_000;
+        s.http.body_timeout_ms = 1_000;
+    })
+    .await;
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..1_000 {
+        idle.push(TcpStream::connect(gw.addr).await.expect("connect"));
+    }
+    let mut half_head = TcpStream::connect(gw.addr).await.unwrap();
+    half_head
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut stalled_body = TcpStream::connect(gw.addr).await.unwrap();
+    stalled_body
+        .write_all(
+            b"POST /traffic/vehicles/v-1/positions HTTP/1.1\r\nHost: gw\r\n\
+              Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"latitu",
+        )
+        .await
+        .unwrap();
+    let mut kept_alive = TcpStream::connect(gw.addr).await.unwrap();
+    kept_alive
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept_alive.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    // The probe answers throughout, on new connections, while the idle ones are still open.
+    while started.elapsed() < Duration::from_millis(2_500) {
+        let probe = gw.http.get(gw.url("/health/live")).send();
+        let res = tokio::time::timeout(Duration::from_secs(1), probe)
+            .await
+            .expect("/health/live answers within a second")
+            .expect("/health/live answers");
+        assert_eq!(res.status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let within = Duration::from_secs(2);
+    let checks = idle.iter_mut().map(|s| closed_within(s, within));
+    let closed = futures_util::future::join_all(checks).await;
+    let still_open = closed.iter().filter(|(c, _)| !c).count();
+    assert_eq!(
+        still_open, 0,
+        "idle connections still open after the header timeout"
+    );
+    assert!(
+        closed_within(&mut half_head, within).await.0,
+        "half-sent head still open"
+    );
+    assert!(
+        closed_within(&mut kept_alive, within).await.0,
+        "idle keep-alive still open"
+    );
+    let (closed, answer) = closed_within(&mut stalled_body, within).await;
+    assert!(closed, "a stalled body keeps its connection");
+    assert_eq!(status_of(&answer), Some(408), "{answer}");
+    assert!(answer.contains("\"error\":\"body_timeout\""), "{answer}");
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_health_still_answers_and_the_rest_is_refused() {
+    let gw = TestGateway::spawn(|s| {
+        s.http.max_connections = 16;
+        s.http.header_timeout_ms = 60_000;
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // all accepted
+
+    let probe = exchange(
+        gw.addr,
+        b"GET /health/live HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&probe), Some(200), "{probe}");
+    let api = exchange(
+        gw.addr,
+        b"GET /traffic/routes HTTP/1.1\r\nHost: gw\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&api), Some(503), "{api}");
+    assert!(api.to_ascii_lowercase().contains("retry-after: 1"), "{api}");
+    assert!(api.contains("http.max_connections"), "{api}");
+    assert!(api.to_ascii_lowercase().contains("x-request-id"), "{api}");
+
+    // The spare slots taken too: a new connection is closed at once.
+    for _ in 0..routegate::http::conn::PROBE_CONNECTIONS {
+        held.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut late = TcpStream::connect(gw.addr).await.unwrap();
+    assert!(closed_within(&mut late, Duration::from_secs(2)).await.0);
+
+    // Freed slots are reused.
+    held.clear();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = gw.get_json("/traffic/routes").await;
+    assert_eq!(status, 200);
+}
+
+/// Request lines no client library would send, on the socket of a child process whose log is
+/// read afterwards: every answer is a 4xx (or a closed connection for bytes that are not HTTP),
+/// never a panic.
+#[tokio::test]
+async fn unroutable_and_random_request_lines_get_4xx_and_never_panic() {
+    let dir = Dir::fresh();
+    let log = dir.path().join("child.log");
+    let mut gw = ChildGateway::spawn_logging(dir.path(), &[], &log).await;
+    let addr = gw.addr;
+    let ask = |bytes: Vec<u8>| async move { exchange(addr, &bytes, Duration::from_secs(3)).await };
+
+    for (line, want) in [
+        ("GET 127.0.0.1:80 HTTP/1.1", 400),
+        ("CONNECT 127.0.0.1:80 HTTP/1.1", 405),
+        ("OPTIONS * HTTP/1.1", 400),
+    ] {
+        let answer = ask(format!("{line}\r\nHost: gw\r\n\r\n").into_bytes()).await;
+        assert_eq!(status_of(&answer), Some(want), "{line}: {answer}");
+        assert!(answer.contains("\"error\":"), "{line}: not JSON: {answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("x-request-id"),
+            "{answer}"
+        );
+    }
+    let absolute = ask(b"GET http://gw/health/live HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec()).await;
+    assert_eq!(status_of(&absolute), Some(200), "absolute-form: {absolute}");
+
+    let mut rng = SmallRng::seed_from_u64(0x05ee_d0fb_17e5);
+    for i in 0..400 {
+        let request = random_request(&mut rng);
+        let answer = ask(request.clone()).await;
+        if let Some(status) = status_of(&answer) {
+            assert!(
+                status < 500,
+                "request {i} {:?} got {status}: {answer}",
+                String::from_utf8_lossy(&request)
+            );
+        }
+    }
+    let health = ask(b"GET /health/live HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec()).await;
+    assert_eq!(status_of(&health), Some(200), "{health}");
+    gw.terminate().await;
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !logged.contains("panicked"),
+        "the gateway panicked:\n{logged}"
+    );
+}
+
+/// A request with a random method, target, version and headers, mostly near-valid HTTP.
+fn random_request(rng: &mut SmallRng) -> Vec<u8> {
+    const METHODS: &[&str] = &[
+        "GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "get",
+        "G\0T", "PRI", "X-CUSTOM", "",
+    ];
+    const TARGETS: &[&str] = &[
+        "/",
+        "*",
+        "127.0.0.1:80",
+        "gw:4000",
+        "http://gw/traffic/routes",
+        "https://[::1]:8/x",
+        "//double",
+        "/traffic/routes/%ff%00",
+        "/traffic/routes/\u{7f}",
+        "/traffic/../../etc",
+        "/health/live?x=%",
+        "/traffic/vehicles/v/positions",
+        "/traffic/routes/ws",
+        "?q=1",
+        "/admin/queue/stats",
+        "http://",
+        "/openapi.json#frag",
+    ];
+    const VERSIONS: &[&str] = &[
+        "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/9.9", "http/1.1", "",
+    ];
+    const HEADERS: &[&str] = &[
+        "Host: gw",
+        "Host:",
+        "Host: a\0b",
+        "Content-Length: -1",
+        "Content-Length: 99999999999999999999",
+        "Content-Length: 5",
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding: gzip, chunked",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Expect: 100-continue",
+        "Origin: null",
+        "Authorization: Bearer \u{1b}]0;x\u{7}",
+        "Content-Type: text/plain",
+        ": empty-name",
+        "X-Request-Id: \u{7f}\u{7f}",
+        "Sec-WebSocket-Version: 13",
+    ];
+    let pick = |rng: &mut SmallRng, xs: &[&str]| xs[rng.random_range(0..xs.len())].to_string();
+    let mut target = pick(rng, TARGETS);
+    if rng.random_bool(0.2) {
+        let n = rng.random_range(1..64);
+        target = (0..n)
+            .map(|_| rng.random_range(0x20u8..0x7f) as char)
+            .collect();
+    }
+    let mut out = format!(
+        "{} {} {}\r\n",
+        pick(rng, METHODS),
+        target,
+        pick(rng, VERSIONS)
+    );
+    for _ in 0..rng.random_range(0..5) {
+        out.push_str(&pick(rng, HEADERS));
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    if rng.random_bool(0.1) {
+        let at = rng.random_range(0..bytes.len());
+        bytes[at] = rng.random();
+    }
+    if rng.random_bool(0.3) {
+        bytes.extend_from_slice(b"hello");
+    }
+    bytes
+}
