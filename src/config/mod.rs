@@ -97,6 +97,10 @@ pub struct HttpConfig {
     pub header_timeout_ms: u64,
     /// A request's body must arrive within this time of its headers.
     pub body_timeout_ms: u64,
+    /// A fix or stop-status time older than this (by the gateway's clock) is refused with 422.
+    pub max_timestamp_age_ms: u64,
+    /// …and one further ahead than this.
+    pub max_timestamp_lead_ms: u64,
     /// How long graceful shutdown waits for in-flight requests before it stops waiting.
     pub shutdown_grace_ms: u64,
     /// Bearer tokens accepted on `/traffic` and the WebSocket; empty means no authentication.
@@ -284,6 +288,8 @@ impl Default for Settings {
                 max_connections: 0,
                 header_timeout_ms: 10_000,
                 body_timeout_ms: 30_000,
+                max_timestamp_age_ms: 24 * 3600 * 1000,
+                max_timestamp_lead_ms: 5 * 60 * 1000,
                 shutdown_grace_ms: 10_000,
                 api_tokens: Vec::new(),
                 api_tokens_file: String::new(),
@@ -412,6 +418,16 @@ impl Settings {
             h.body_timeout_ms >= 100,
             "http.body_timeout_ms",
             "expected at least 100",
+        )?;
+        check(
+            h.max_timestamp_age_ms <= 100 * 365 * 24 * 3600 * 1000,
+            "http.max_timestamp_age_ms",
+            "expected at most 100 years",
+        )?;
+        check(
+            h.max_timestamp_lead_ms <= 365 * 24 * 3600 * 1000,
+            "http.max_timestamp_lead_ms",
+            "expected at most a year",
         )?;
         check(
             h.max_connections == 0 || h.max_connections >= 16,

@@ -28,6 +28,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// Well-formed but not acceptable (a timestamp outside the window): 422 naming the field.
+    #[error("{message}")]
+    Unprocessable { message: String, field: String },
     /// The request conflicts with the resource's current state (e.g. an impossible transition).
     #[error("{0}")]
     Conflict(String),
@@ -99,6 +102,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -115,6 +119,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -144,6 +149,7 @@ impl ApiError {
         }
         let field = match &self {
             ApiError::BadRequest { field, .. } => field.clone(),
+            ApiError::Unprocessable { field, .. } => Some(field.clone()),
             _ => None,
         };
         let body = ErrorBody {

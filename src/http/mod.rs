@@ -99,6 +99,42 @@ pub struct Limits {
     pub body: BodyLimits,
     /// Time until a request must have submitted its write (or answered a read); then 503.
     pub request_timeout: Duration,
+    /// The times a client may stamp a fix or a stop status with.
+    pub timestamps: TimeWindow,
+}
+
+/// How far a client's timestamp may be from the gateway's clock: outside it a request is 422.
+/// Bounding it keeps every time the API and Kafka emit a four-digit-year RFC 3339 time, and a
+/// clock far ahead from making later real fixes look old.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub max_age: Duration,
+    pub max_lead: Duration,
+}
+
+impl TimeWindow {
+    /// `Err` with the reason when `t` is outside the window around `now`.
+    pub fn check(
+        &self,
+        t: chrono::DateTime<chrono::FixedOffset>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), String> {
+        let ahead = t.signed_duration_since(now);
+        let limit = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        if ahead > limit(self.max_lead) {
+            return Err(format!(
+                "{t} is more than {} s ahead of the gateway's clock ({now}); check the device's clock",
+                self.max_lead.as_secs()
+            ));
+        }
+        if -ahead > limit(self.max_age) {
+            return Err(format!(
+                "{t} is more than {} s older than the gateway's clock ({now})",
+                self.max_age.as_secs()
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Limits {
@@ -109,6 +145,10 @@ impl Limits {
                 max_string_length: http.max_string_length as usize,
             },
             request_timeout: Duration::from_millis(http.request_timeout_ms),
+            timestamps: TimeWindow {
+                max_age: Duration::from_millis(http.max_timestamp_age_ms),
+                max_lead: Duration::from_millis(http.max_timestamp_lead_ms),
+            },
         }
     }
 }

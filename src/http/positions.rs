@@ -13,7 +13,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
-use super::{Api, body, guard, with};
+use super::{Api, TimeWindow, body, guard, with};
 use crate::store::Position;
 
 /// Fixes accepted in one request.
@@ -47,7 +47,9 @@ async fn record(vehicle: String, body: Value, api: Api) -> Result<Response, Reje
     let vehicle_id = body::segment(&vehicle)
         .filter(|v| !v.trim().is_empty() && v.len() <= api.limits.body.max_string_length)
         .ok_or_else(|| ApiError::bad_request("invalid vehicle id", Some("vehicleId")))?;
+    let batch = body.is_array();
     let fixes = fixes(body)?;
+    in_window(&fixes, batch, &api.limits.timestamps, chrono::Utc::now())?;
     let tracked = api
         .store
         .track(&vehicle_id, fixes)
@@ -88,6 +90,25 @@ fn fixes(body: Value) -> Result<Vec<Position>, ApiError> {
             })
         })
         .collect()
+}
+
+/// Every fix's time within the window around `now` (422 naming the first that is not).
+fn in_window(
+    fixes: &[Position],
+    batch: bool,
+    window: &TimeWindow,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ApiError> {
+    for (i, f) in fixes.iter().enumerate() {
+        if let Err(message) = window.check(f.timestamp, now) {
+            let field = match batch {
+                true => format!("[{i}].timestamp"),
+                false => "timestamp".into(),
+            };
+            return Err(ApiError::Unprocessable { message, field });
+        }
+    }
+    Ok(())
 }
 
 fn check(f: &Fix, at: impl Fn(&str) -> String) -> Result<(), ApiError> {
@@ -143,5 +164,35 @@ mod tests {
         assert_eq!(field(fixes(json!([]))), None);
         let slow = json!({"latitude": 1.0, "longitude": 2.0, "timestamp": "2026-01-01T00:00:00Z", "speedKmh": -1});
         assert_eq!(field(fixes(slow)).as_deref(), Some("speedKmh"));
+    }
+
+    #[test]
+    fn times_outside_the_window_are_422_naming_the_fix() {
+        let window = TimeWindow {
+            max_age: std::time::Duration::from_secs(24 * 3600),
+            max_lead: std::time::Duration::from_secs(300),
+        };
+        let now = "2026-12-02T12:00:00Z".parse().unwrap();
+        let at = |t: &str| json!({"latitude": 1.0, "longitude": 2.0, "timestamp": t});
+        let ok = at("2026-12-02T12:04:59Z");
+        for bad in [
+            "9999-12-31T23:59:59Z",
+            "1900-01-01T00:00:00Z",
+            "2026-12-02T12:05:01Z",
+            "2026-12-01T11:59:59Z",
+        ] {
+            let batch = fixes(json!([ok.clone(), at(bad)])).unwrap();
+            match in_window(&batch, true, &window, now) {
+                Err(ApiError::Unprocessable { field, .. }) => assert_eq!(field, "[1].timestamp"),
+                other => panic!("{bad}: expected a 422, got {other:?}"),
+            }
+            let one = fixes(at(bad)).unwrap();
+            assert!(matches!(
+                in_window(&one, false, &window, now),
+                Err(ApiError::Unprocessable { field, .. }) if field == "timestamp"
+            ));
+        }
+        let edge = fixes(json!([ok, at("2026-12-01T12:00:01Z")])).unwrap();
+        assert!(in_window(&edge, true, &window, now).is_ok());
     }
 }

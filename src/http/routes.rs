@@ -146,6 +146,15 @@ async fn patch_stop(id: Uuid, stop: String, body: Value, api: Api) -> Result<Res
     let stop = body::segment(&stop)
         .ok_or_else(|| ApiError::bad_request("stop id is not UTF-8", Some("stopId")))?;
     let b: StopUpdateBody = body::decode(body, "")?;
+    if let Some(at) = b.at {
+        api.limits
+            .timestamps
+            .check(at, chrono::Utc::now())
+            .map_err(|message| ApiError::Unprocessable {
+                message,
+                field: "at".into(),
+            })?;
+    }
     let update = StopUpdate {
         status: b.status.into(),
         at: b.at,

@@ -57,6 +57,11 @@ pub(super) fn rig(adjust: impl FnOnce(&mut Settings)) -> Rig {
     Rig { api, _dir: dir }
 }
 
+/// A time the API accepts (inside `http.max_timestamp_*`).
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
 pub(super) fn seed() -> Value {
     json!({"vehicleId":"53ac84a9-ddcc-4a1c-a153-e9738c026e03","stops":[
         {"id":"stop-1","latitude":40.7128,"longitude":-74.0060,"address":"New York, NY"},
@@ -230,13 +235,13 @@ fn json_value() -> impl Strategy<Value = Value> {
         .prop_map(Value::from),
         "\\PC{0,12}".prop_map(Value::from),
         prop_oneof![
-            Just("2026-01-01T00:00:00Z"),
-            Just("0000-01-01T00:00:00+14:00"),
-            Just("9999-12-31T23:59:59-12:00"),
-            Just("arrived"),
-            Just("completed"),
-            Just("pending"),
-            Just("distance"),
+            Just(now_rfc3339()),
+            Just("0000-01-01T00:00:00+14:00".to_string()),
+            Just("9999-12-31T23:59:59-12:00".to_string()),
+            Just("arrived".to_string()),
+            Just("completed".to_string()),
+            Just("pending".to_string()),
+            Just("distance".to_string()),
         ]
         .prop_map(Value::from),
     ];
@@ -327,9 +332,9 @@ fn endpoint_request(route_id: String) -> impl Strategy<Value = (Method, String, 
         let body = if template.ends_with("optimize") {
             seed()
         } else if template.ends_with("{stopId}") {
-            json!({"status": "arrived", "note": "gate 3", "at": "2026-01-01T00:00:00Z"})
+            json!({"status": "arrived", "note": "gate 3", "at": now_rfc3339()})
         } else if template.ends_with("positions") {
-            json!([{"latitude": 40.72, "longitude": -74.0, "timestamp": "2026-01-01T00:00:00Z", "speedKmh": 20}])
+            json!([{"latitude": 40.72, "longitude": -74.0, "timestamp": now_rfc3339(), "speedKmh": 20}])
         } else {
             Value::Null
         };

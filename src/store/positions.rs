@@ -120,8 +120,9 @@ impl TrackJob {
             None => VehicleRecord::default(),
         };
         let newest = self.fixes.iter().max_by_key(|f| f.timestamp).copied();
+        let now = chrono::Utc::now();
         if let Some(fix) = newest
-            && v.last_position.is_none_or(|p| fix.timestamp >= p.timestamp)
+            && v.last_position.is_none_or(|p| supersedes(&fix, &p, now))
         {
             v.last_position = Some(fix);
             if let Some(active) = &mut v.active_route
@@ -167,6 +168,14 @@ impl TrackJob {
         };
         Ok((tracked, write))
     }
+}
+
+/// Whether `fix` becomes the vehicle's position instead of `current`: it is newer, or `current`
+/// is stamped ahead of the gateway's clock (a device clock gone wrong) and `fix` is not. So an
+/// older fix arriving late never moves a vehicle back, and a fix from the future holds the
+/// vehicle only until the next fix with a plausible time, never for good.
+fn supersedes(fix: &Position, current: &Position, now: chrono::DateTime<chrono::Utc>) -> bool {
+    fix.timestamp >= current.timestamp || (current.timestamp > now && fix.timestamp <= now)
 }
 
 fn tracked(vehicle_id: &str, v: &VehicleRecord, accepted: usize) -> Tracked {

@@ -412,13 +412,17 @@ async fn gps_fixes_refresh_the_active_routes_etas_and_never_go_back_in_time() {
     let eta = seen.optimized_stops[1].eta.unwrap();
     let expected = seen.optimized_stops[1].plan.arrival_time + lifecycle::seconds(delay);
     assert_eq!(eta, expected);
+    // `at_first` is stamped after the gateway's clock (the planned arrival lies ahead): the
+    // next fix with a plausible time supersedes it; an older one after that does not.
+    let recent = fix(40.71, -74.0, -60);
+    f.store.track("v1", vec![recent]).await.unwrap();
     let older = fix(0.0, 0.0, -3600);
     let t = f.store.track("v1", vec![older]).await.unwrap();
     assert_eq!(t.accepted, 1);
     let seen = f.store.route(&r.route_id).await.unwrap();
     assert_eq!(
         seen.last_position,
-        Some(at_first),
+        Some(recent),
         "an older fix does not move the vehicle"
     );
     let kinds: Vec<_> = f
@@ -431,7 +435,12 @@ async fn gps_fixes_refresh_the_active_routes_etas_and_never_go_back_in_time() {
         .collect();
     assert_eq!(
         kinds,
-        ["route.optimized", "vehicle.position", "vehicle.position"]
+        [
+            "route.optimized",
+            "vehicle.position",
+            "vehicle.position",
+            "vehicle.position"
+        ]
     );
 }
 
@@ -665,4 +674,24 @@ async fn an_event_over_the_kafka_record_limit_is_refused_before_anything_is_writ
         "{err:?}"
     );
     assert_eq!(f.outbox.stats().log_events, logged);
+}
+
+#[tokio::test]
+async fn a_fix_from_the_future_holds_the_vehicle_only_until_the_next_plausible_fix() {
+    let f = fixture();
+    let r = f
+        .store
+        .create_route("v1".into(), problem(3), soon())
+        .await
+        .unwrap();
+    let ahead = fix(40.70, -74.0, 240);
+    f.store.track("v1", vec![ahead]).await.unwrap();
+    let real = fix(40.72, -74.01, 0);
+    f.store.track("v1", vec![real]).await.unwrap();
+    let later = fix(40.73, -74.02, 0);
+    f.store.track("v1", vec![later]).await.unwrap();
+    let late = fix(40.0, -74.5, -30);
+    f.store.track("v1", vec![late]).await.unwrap();
+    let seen = f.store.route(&r.route_id).await.unwrap();
+    assert_eq!(seen.last_position, Some(later));
 }

@@ -645,3 +645,57 @@ async fn an_event_over_kafka_max_record_bytes_is_refused_with_413_before_it_is_a
     assert_eq!(gw.outbox().stats().log_events, 2);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn implausible_fix_times_are_422_and_never_freeze_the_vehicle() {
+    let gw = TestGateway::spawn(|s| {
+        let defaults = Settings::default().http;
+        s.http.max_timestamp_age_ms = defaults.max_timestamp_age_ms;
+        s.http.max_timestamp_lead_ms = defaults.max_timestamp_lead_ms;
+    })
+    .await;
+    let route = plan(&gw, &ten_stops("truck-7")).await;
+    let id = route["routeId"].as_str().unwrap().to_string();
+    let path = "/traffic/vehicles/truck-7/positions";
+    let at = |t: &str, lat: f64| json!({"latitude": lat, "longitude": -73.99, "timestamp": t});
+    for stamp in ["9999-12-31T23:59:59Z", "1900-01-01T00:00:00Z"] {
+        let (status, body) = gw.post_json(path, &at(stamp, 40.0)).await;
+        assert_eq!(status, 422, "{stamp}: {body}");
+        assert_eq!(body["error"], "unprocessable", "{body}");
+        assert_eq!(body["field"], "timestamp", "{body}");
+        let batch = json!([at(&chrono::Utc::now().to_rfc3339(), 40.0), at(stamp, 40.0)]);
+        let (status, body) = gw.post_json(path, &batch).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (422, Some("[1].timestamp"))
+        );
+    }
+    let (_, seen) = gw.get_json(&format!("/traffic/routes/{id}")).await;
+    assert!(
+        seen["lastPosition"].is_null(),
+        "nothing was written: {seen}"
+    );
+
+    // A device clock four minutes ahead is inside the window; the next real fix still moves
+    // the vehicle, and every time the API answers with keeps a four-digit year.
+    let ahead = (chrono::Utc::now() + chrono::Duration::minutes(4)).to_rfc3339();
+    let (status, _) = gw.post_json(path, &at(&ahead, 40.1)).await;
+    assert_eq!(status, 202);
+    let real = chrono::Utc::now().to_rfc3339();
+    let (status, t) = gw.post_json(path, &at(&real, 40.2)).await;
+    assert_eq!(status, 202, "{t}");
+    let (_, seen) = gw.get_json(&format!("/traffic/routes/{id}")).await;
+    assert_eq!(seen["lastPosition"]["latitude"], 40.2, "{seen}");
+    let eta = t["nextStopEta"].as_str().unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(eta).is_ok() && eta.as_bytes()[4] == b'-');
+
+    let stop = route["optimizedStops"][0]["id"].as_str().unwrap();
+    let late = json!({"status": "arrived", "at": "9999-12-31T23:59:59Z"});
+    let (status, body) = patch(&gw, &format!("/traffic/routes/{id}/stops/{stop}"), &late).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("at")),
+        "{body}"
+    );
+    gw.stop().await;
+}
