@@ -168,7 +168,8 @@ impl App {
                 topics(&settings.kafka.topics),
                 params,
                 store::RecordLimit::from(&settings.kafka),
-            ),
+            )
+            .with_solver_queue(settings.optimize.max_queued_solves as usize),
             tokens,
             ws: hub.clone(),
             rate: RateLimiter::new(

@@ -246,6 +246,9 @@ pub struct OptimizeConfig {
     pub average_speed_kmh: f64,
     /// Upper bound on solver time per request; the best route so far is returned when reached.
     pub max_compute_ms: u64,
+    /// Optimize requests that may wait for a solver turn (one per core); one more is answered
+    /// 503 at once, unless it is smaller than the largest waiting one, which is refused instead.
+    pub max_queued_solves: u32,
 }
 
 /// Live updates over WebSocket.
@@ -345,6 +348,7 @@ impl Default for Settings {
                 detour_factor: 1.3,
                 average_speed_kmh: 40.0,
                 max_compute_ms: 2000,
+                max_queued_solves: 8,
             },
             websocket: WebSocketConfig {
                 max_connections: 20_000,
@@ -550,6 +554,11 @@ impl Settings {
             o.average_speed_kmh > 0.0 && o.average_speed_kmh <= 300.0,
             "optimize.average_speed_kmh",
             "expected more than 0 and at most 300",
+        )?;
+        check(
+            (1..=10_000).contains(&o.max_queued_solves),
+            "optimize.max_queued_solves",
+            "expected 1 to 10000",
         )?;
         check(
             (1..=600_000).contains(&o.max_compute_ms),

@@ -84,6 +84,10 @@ impl From<store::Error> for ApiError {
                 message: e.to_string(),
                 retry_after_secs: 1,
             },
+            S::SolverQueueFull(_) => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after_secs: 2,
+            },
             S::Optimizer(_) | S::Corrupt { .. } | S::Task(_) => ApiError::Internal(e.to_string()),
         }
     }

@@ -28,8 +28,10 @@
 //!   next stop; a fix updates the vehicle's delay there, and readers shift the route's planned
 //!   arrivals by that delay ([`lifecycle::fill_etas`]). The large route record is not rewritten
 //!   at GPS rate. Changing a stop or re-planning updates both records in one append.
-//! * **The solver runs on the blocking pool, one solve per core at a time**; waiting for a turn
-//!   counts against the request's deadline, so overload shows as 503s, not as a stalled CPU.
+//! * **The solver runs on the blocking pool, one solve per core at a time**, the smallest waiting
+//!   problem next and at most `optimize.max_queued_solves` waiting ([`solvers`]); waiting for a
+//!   turn counts against the request's deadline, and a full queue is a 503 at once, so overload
+//!   shows as quick 503s, not as a stalled CPU or timeouts.
 //! * **Reads go straight to the trees** on the blocking pool; they may see a state that is a
 //!   moment old but never a half-written one.
 //! * **Events stay small, and fit in a Kafka record before they are acknowledged.** A stop change
@@ -48,6 +50,7 @@ mod positions;
 mod reads;
 pub mod record;
 mod replan;
+pub mod solvers;
 #[cfg(test)]
 pub(crate) mod testdata;
 #[cfg(test)]
@@ -73,6 +76,9 @@ pub const BY_STATUS: &str = "routes_by_status";
 pub const VEHICLES: &str = "vehicles";
 /// The domain trees to open with the outbox.
 pub const TREES: &[&str] = &[ROUTES, BY_VEHICLE, BY_STATUS, VEHICLES];
+
+/// Optimize requests that may wait for the solver unless configured otherwise.
+pub const DEFAULT_MAX_QUEUED_SOLVES: usize = 8;
 
 /// Compare-and-set attempts before an operation gives up with [`Error::Busy`].
 pub const MAX_ATTEMPTS: usize = 16;
@@ -110,6 +116,9 @@ pub enum Error {
     /// The deadline passed before anything was written.
     #[error("the request took too long; nothing was written")]
     TimedOut,
+    /// Too many optimize requests wait for the solver; nothing was written.
+    #[error("{0}; nothing was written, retry shortly")]
+    SolverQueueFull(String),
     #[error("stored {tree} record {key:?} is unreadable: {source}")]
     Corrupt {
         tree: &'static str,
@@ -185,8 +194,8 @@ pub struct Store {
     limit: Arc<RecordLimit>,
     /// Solver parameters; `now` is filled in per request.
     params: Arc<optimize::Params>,
-    /// One permit per core: solves queue here instead of oversubscribing the CPU.
-    solvers: Arc<tokio::sync::Semaphore>,
+    /// One turn per core, smallest problem next, a bounded queue ([`solvers`]).
+    solvers: Arc<solvers::Solvers>,
 }
 
 impl std::fmt::Debug for Store {
@@ -232,10 +241,18 @@ impl Store {
             topics: Arc::new(topics),
             limit: Arc::new(limit),
             params: Arc::new(params),
-            solvers: Arc::new(tokio::sync::Semaphore::new(
+            solvers: solvers::Solvers::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+                DEFAULT_MAX_QUEUED_SOLVES,
+            ),
         }
+    }
+
+    /// At most `max_queued` optimize requests wait for the solver; more get 503 at once.
+    pub fn with_solver_queue(mut self, max_queued: usize) -> Store {
+        let turns = std::thread::available_parallelism().map_or(2, |n| n.get());
+        self.solvers = solvers::Solvers::new(turns, max_queued);
+        self
     }
 
     /// The driving-time model used for ETAs.

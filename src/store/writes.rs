@@ -226,10 +226,17 @@ impl Store {
         deadline: Instant,
         then: impl FnOnce(&Trees) -> Result<T> + Send + 'static,
     ) -> Result<(Solution, T)> {
-        let turn = tokio::time::timeout_at(deadline, self.solvers.clone().acquire_owned())
-            .await
-            .map_err(|_| Error::TimedOut)?
-            .map_err(|_| Error::Task("the solver pool is closed".into()))?;
+        let turn = match self.solvers.enter(problem.stops.len()) {
+            Err(full) => return Err(Error::SolverQueueFull(full.to_string())),
+            Ok(Ok(turn)) => turn,
+            Ok(Err(waiting)) => tokio::time::timeout_at(deadline, waiting)
+                .await
+                .map_err(|_| Error::TimedOut)?
+                // The queue dropped our place for a smaller problem.
+                .map_err(|_| {
+                    Error::SolverQueueFull("a smaller optimize request took this place".into())
+                })?,
+        };
         let solve = self.blocking(move |t| {
             let solution = optimize::solve(&problem, &params);
             drop(turn);

@@ -4,6 +4,7 @@
 //! would never send.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -279,4 +280,78 @@ fn random_request(rng: &mut SmallRng) -> Vec<u8> {
         bytes.extend_from_slice(b"hello");
     }
     bytes
+}
+
+fn stops_body(vehicle: &str, n: usize, compute_ms: u64) -> serde_json::Value {
+    let stops: Vec<_> = (0..n)
+        .map(|i| {
+            serde_json::json!({"id": format!("s{i}"),
+                "latitude": 43.70 + 0.0007 * ((i * 37) % 97) as f64,
+                "longitude": 7.40 + 0.0009 * ((i * 53) % 89) as f64})
+        })
+        .collect();
+    serde_json::json!({"vehicleId": vehicle, "stops": stops,
+        "preferences": {"maxComputeMillis": compute_ms}})
+}
+
+/// Big optimize requests fill every solver turn and the queue of eight. A small request then
+/// takes the place of the last big one (refused at once) and goes next: it waits for one
+/// running solve, not for the queue. One more big request is refused at once instead of waiting
+/// for its deadline.
+#[tokio::test]
+async fn a_small_optimize_goes_before_queued_big_ones_and_a_full_queue_is_refused_at_once() {
+    let gw = TestGateway::spawn(|s| s.optimize.max_queued_solves = 8).await;
+    let done: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+    let post = |label: String, body: serde_json::Value| {
+        let (http, url, done) = (
+            gw.http.clone(),
+            gw.url("/traffic/routes/optimize"),
+            done.clone(),
+        );
+        tokio::spawn(async move {
+            let res = http.post(url).json(&body).send().await.expect("answered");
+            let status = res.status().as_u16();
+            done.lock().unwrap().push((label, status));
+        })
+    };
+    let turns = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut bigs = Vec::new();
+    for i in 0..turns + 8 {
+        bigs.push(post(
+            format!("big{i}"),
+            stops_body(&format!("big-{i}"), 400, 1_500),
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // all in: one per turn, 8 waiting
+    let small = post("small".into(), stops_body("small-1", 3, 1_500));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let extra = post("extra".into(), stops_body("big-extra", 400, 1_500));
+    extra.await.unwrap();
+    small.await.unwrap();
+    for b in bigs {
+        b.await.unwrap();
+    }
+    let done = done.lock().unwrap().clone();
+    let at = |label: &str| done.iter().position(|(l, _)| l == label).unwrap();
+    let bigs_before_small = done[..at("small")]
+        .iter()
+        .filter(|(l, s)| l.starts_with("big") && *s == 201)
+        .count();
+    assert!(
+        bigs_before_small <= turns,
+        "the small request waited for {bigs_before_small} big solves: {done:?}"
+    );
+    assert_eq!(done[at("small")].1, 201, "{done:?}");
+    assert_eq!(done[at("extra")].1, 503, "{done:?}");
+    let evicted = format!("big{}", turns + 7);
+    assert_eq!(done[at(&evicted)].1, 503, "{done:?}");
+    assert!(
+        at("extra") < 2 && at(&evicted) < 2,
+        "the refusals came first, before any solve ended: {done:?}"
+    );
+    let solved = done
+        .iter()
+        .filter(|(l, s)| l.starts_with("big") && *s == 201);
+    assert_eq!(solved.count(), turns + 7, "{done:?}");
 }
