@@ -14,17 +14,27 @@ use warp::http::HeaderMap;
 use warp::{Filter, Rejection};
 
 use super::error::ApiError;
+use crate::config;
 
 /// The subprotocol a browser offers next to `bearer.<token>`, echoed by the server.
 pub const WS_PROTOCOL: &str = "routegate.v1";
 const WS_TOKEN_PREFIX: &str = "bearer.";
 
-/// Why the token file could not be loaded.
+/// Why the token file could not be loaded. Never carries a token: the file's contents are as
+/// secret as `http.api_tokens`.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read http.api_tokens_file {path}: {source}")]
-pub struct TokenFileError {
-    path: String,
-    source: std::io::Error,
+pub enum TokenFileError {
+    #[error("cannot read http.api_tokens_file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A line that can never be presented as a token (the token itself is not shown).
+    #[error(
+        "http.api_tokens_file {path} line {line}: not a usable token; {}",
+        config::TOKEN_RULE
+    )]
+    Unusable { path: String, line: usize },
 }
 
 /// The accepted tokens.
@@ -42,17 +52,25 @@ impl Tokens {
     pub fn load(list: &[String], file: &str) -> Result<Tokens, TokenFileError> {
         let mut tokens: Vec<Vec<u8>> = list.iter().map(|t| t.as_bytes().to_vec()).collect();
         if !file.is_empty() {
-            let text =
-                std::fs::read_to_string(Path::new(file)).map_err(|source| TokenFileError {
+            let text = std::fs::read_to_string(Path::new(file)).map_err(|source| {
+                TokenFileError::Read {
                     path: file.to_string(),
                     source,
-                })?;
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(|l| l.as_bytes().to_vec()),
-            );
+                }
+            })?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                if !config::is_usable_token(line) {
+                    return Err(TokenFileError::Unusable {
+                        path: file.to_string(),
+                        line: i + 1,
+                    });
+                }
+                tokens.push(line.as_bytes().to_vec());
+            }
         }
         Ok(Tokens(Arc::new(tokens)))
     }
@@ -194,6 +212,13 @@ mod tests {
         assert!(t.accepts(b"file-token-0123456789"));
         assert!(!t.accepts(b"# ops team"));
         assert!(Tokens::load(&[], "/nonexistent/tokens").is_err());
+        std::fs::write(&file, "ok-token-0123456789\n\nspaced secret token\n").unwrap();
+        let err = Tokens::load(&[], file.to_str().unwrap()).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("line 3") && !shown.contains("secret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -13,4 +13,5 @@ mod gateway;
 mod kafka_harness;
 mod operator;
 mod power_cut;
+mod secrets;
 mod ws;
