@@ -1,4 +1,9 @@
-//! Optional bearer-token authentication for `/traffic/*` and the WebSocket.
+//! Who may call: optional bearer-token authentication for `/traffic/*`, `/admin/*` and the
+//! WebSocket, and the browser [`origin`] check on writes and WebSocket upgrades.
+//!
+//! [`required`] is the one filter every write endpoint and the WebSocket pass through (the
+//! `/traffic` guard, the `/admin` routes, the WebSocket route), so it applies both: first the
+//! origin (403), then the token (401).
 //!
 //! Tokens come from `http.api_tokens` and `http.api_tokens_file` (one per line, `#` comments).
 //! With no token configured, authentication is off. A request presents a token as
@@ -7,11 +12,15 @@
 //! `routegate.v1`). Comparison takes the same time whether a token matches early, late or not at
 //! all, and tokens are never logged.
 
+pub mod origin;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use warp::http::HeaderMap;
+use warp::http::{HeaderMap, Method};
 use warp::{Filter, Rejection};
+
+pub use origin::Origins;
 
 use super::error::ApiError;
 use crate::config;
@@ -37,13 +46,13 @@ pub enum TokenFileError {
     Unusable { path: String, line: usize },
 }
 
-/// The accepted tokens.
+/// The accepted tokens, and the origins whose pages may write (same-origin only by default).
 #[derive(Clone, Default)]
-pub struct Tokens(Arc<Vec<Vec<u8>>>);
+pub struct Tokens(Arc<Vec<Vec<u8>>>, Origins);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokens({} configured)", self.0.len())
+        write!(f, "Tokens({} configured, {:?})", self.0.len(), self.1)
     }
 }
 
@@ -72,7 +81,12 @@ impl Tokens {
                 tokens.push(line.as_bytes().to_vec());
             }
         }
-        Ok(Tokens(Arc::new(tokens)))
+        Ok(Tokens(Arc::new(tokens), Origins::default()))
+    }
+
+    /// Also let pages from `cors_origins` (`http.cors_origins`) write.
+    pub fn with_origins(self, cors_origins: &[String]) -> Tokens {
+        Tokens(self.0, Origins::new(cors_origins))
     }
 
     pub fn enabled(&self) -> bool {
@@ -132,12 +146,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// A filter that rejects with 401 unless the request carries a valid token.
+/// A filter that rejects a write or WebSocket upgrade from a foreign origin with 403, then
+/// anything without a valid token with 401.
 pub fn required(tokens: Tokens) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::headers_cloned()
-        .and_then(move |headers: HeaderMap| {
+    warp::method()
+        .and(warp::header::headers_cloned())
+        .and_then(move |method: Method, headers: HeaderMap| {
             let tokens = tokens.clone();
-            async move { tokens.check(&headers).map_err(warp::reject::custom) }
+            async move {
+                tokens
+                    .1
+                    .check(&method, &headers)
+                    .and_then(|()| tokens.check(&headers))
+                    .map_err(warp::reject::custom)
+            }
         })
         .untuple_one()
 }

@@ -40,6 +40,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The body is not declared as JSON (`Content-Type: application/json`); nothing was read.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The event this request would append is larger than a Kafka record may be (413, like a
     /// body over the limit); nothing was written.
     #[error("{0}")]
@@ -100,6 +103,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge | ApiError::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -116,6 +120,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::EventTooLarge(_) => "event_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -139,6 +144,7 @@ impl ApiError {
         }
         let field = match &self {
             ApiError::BadRequest { field, .. } => field.clone(),
+            ApiError::UnsupportedMediaType(_) => Some("content-type".into()),
             _ => None,
         };
         let body = ErrorBody {
@@ -198,7 +204,7 @@ fn classify(r: &Rejection) -> ApiError {
         return ApiError::bad_request(e.to_string(), Some(e.name()));
     }
     if let Some(e) = r.find::<w::UnsupportedMediaType>() {
-        return ApiError::bad_request(e.to_string(), Some("content-type"));
+        return ApiError::UnsupportedMediaType(e.to_string());
     }
     if let Some(e) = r.find::<w::LengthRequired>() {
         return ApiError::bad_request(e.to_string(), Some("content-length"));

@@ -13,5 +13,6 @@ mod gateway;
 mod kafka_harness;
 mod operator;
 mod power_cut;
+mod safe_defaults;
 mod secrets;
 mod ws;
