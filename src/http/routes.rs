@@ -26,7 +26,7 @@ const MAX_EVENTS: usize = 1000;
 /// `GET /traffic/routes/{routeId}`
 pub fn get(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes" / Uuid)
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(guard(&api))
         .and(with(api))
         .and_then(read)
@@ -40,7 +40,7 @@ async fn read(id: Uuid, api: Api) -> Result<Response, Rejection> {
 /// `GET /traffic/routes?vehicleId=&status=&limit=&cursor=`
 pub fn list(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(guard(&api))
         .and(warp::query::<Vec<(String, String)>>())
         .and(with(api))
@@ -190,7 +190,7 @@ impl From<Envelope> for EventView {
 /// `GET /traffic/routes/{routeId}/events?limit=`
 pub fn events(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes" / Uuid / "events")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(guard(&api))
         .and(warp::query::<Vec<(String, String)>>())
         .and(with(api))

@@ -179,3 +179,50 @@ async fn a_websocket_from_a_foreign_origin_is_refused_and_a_same_origin_one_conn
         .await
         .expect("same-origin WebSocket");
 }
+
+#[tokio::test]
+async fn head_answers_like_get_with_the_same_headers_and_no_body() {
+    let gw = TestGateway::spawn(|_| {}).await;
+    let (_, route) = send(
+        &gw,
+        Method::POST,
+        "/traffic/routes/optimize",
+        &seed(),
+        &[JSON],
+    )
+    .await;
+    let id = route["routeId"].as_str().expect("a route");
+    for path in [
+        "/health/live".to_string(),
+        "/".to_string(),
+        "/openapi.json".to_string(),
+        "/metrics".to_string(),
+        "/traffic/routes".to_string(),
+        format!("/traffic/routes/{id}"),
+        format!("/traffic/routes/{id}/events"),
+        "/admin/queue/stats".to_string(),
+        "/traffic/routes/00000000-0000-0000-0000-000000000000".to_string(),
+    ] {
+        let get = gw.http.get(gw.url(&path)).send().await.unwrap();
+        let head = gw.http.head(gw.url(&path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "HEAD {path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "HEAD {path}"
+        );
+        let get_len = get.bytes().await.unwrap().len();
+        assert!(get_len > 0, "GET {path} has a body");
+        let declared = head.headers().get("content-length").cloned();
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {path} sent a body"
+        );
+        if let Some(n) = declared {
+            let n: usize = n.to_str().unwrap().parse().unwrap();
+            if !path.starts_with("/metrics") && !path.starts_with("/admin") {
+                assert_eq!(n, get_len, "HEAD {path} declares the GET body's length");
+            }
+        }
+    }
+}

@@ -127,7 +127,7 @@ pub fn route(
     tokens: Tokens,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes" / "ws")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(auth::required(tokens))
         .and(warp::header::headers_cloned())
         .and(warp::query::<Query>())
