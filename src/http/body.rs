@@ -174,6 +174,22 @@ fn missing_field(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
+/// Refuse an id (vehicle, route, stop) holding a control character (C0, DEL or C1: Unicode
+/// `Cc`): `400` naming `field`. Free text (addresses, notes) is not checked: it is stored as
+/// given and JSON escapes it on the way out.
+pub fn id(value: &str, field: &str) -> Result<(), ApiError> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(ApiError::bad_request(
+            format!(
+                "must not contain control characters (found U+{:04X})",
+                u32::from(c)
+            ),
+            Some(field),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Percent-decode one path segment (warp hands segments over raw); `None` if not UTF-8.
 pub fn segment(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
@@ -281,6 +297,17 @@ mod tests {
         assert!(!ok("application/+json"));
         assert!(!ok("application/jsonx"));
         assert!(!ok(""));
+    }
+
+    #[test]
+    fn ids_with_control_characters_are_refused_naming_the_field() {
+        for bad in ["a\u{0}", "\u{1f}", "a\u{7f}b", "\u{80}", "x\u{9f}", "\n"] {
+            assert_eq!(
+                field(id(bad, "vehicleId").unwrap_err()).as_deref(),
+                Some("vehicleId")
+            );
+        }
+        assert!(id("van-1 ÄÖ 東京", "vehicleId").is_ok());
     }
 
     #[test]

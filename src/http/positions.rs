@@ -47,6 +47,7 @@ async fn record(vehicle: String, body: Value, api: Api) -> Result<Response, Reje
     let vehicle_id = body::segment(&vehicle)
         .filter(|v| !v.trim().is_empty() && v.len() <= api.limits.body.max_string_length)
         .ok_or_else(|| ApiError::bad_request("invalid vehicle id", Some("vehicleId")))?;
+    body::id(&vehicle_id, "vehicleId")?;
     let fixes = fixes(body)?;
     let tracked = api
         .store

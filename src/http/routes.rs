@@ -92,8 +92,12 @@ fn list_query(params: &[(String, String)]) -> Result<ListQuery, ApiError> {
                 .ok_or_else(|| ApiError::bad_request("not a cursor from this API", Some("cursor")))
         })
         .transpose()?;
+    let vehicle_id = param(params, "vehicleId");
+    if let Some(v) = vehicle_id {
+        body::id(v, "vehicleId")?;
+    }
     Ok(ListQuery {
-        vehicle_id: param(params, "vehicleId").map(str::to_string),
+        vehicle_id: vehicle_id.map(str::to_string),
         status,
         limit: limit(params, DEFAULT_PAGE, MAX_PAGE)?,
         after,
@@ -145,6 +149,7 @@ pub fn update_stop(api: Api) -> impl Filter<Extract = (Response,), Error = Rejec
 async fn patch_stop(id: Uuid, stop: String, body: Value, api: Api) -> Result<Response, Rejection> {
     let stop = body::segment(&stop)
         .ok_or_else(|| ApiError::bad_request("stop id is not UTF-8", Some("stopId")))?;
+    body::id(&stop, "stopId")?;
     let b: StopUpdateBody = body::decode(body, "")?;
     let update = StopUpdate {
         status: b.status.into(),

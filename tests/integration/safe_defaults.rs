@@ -226,3 +226,112 @@ async fn head_answers_like_get_with_the_same_headers_and_no_body() {
         }
     }
 }
+
+/// Status and `field` of an answer.
+fn refused(answer: &(u16, Value)) -> (u16, Option<&str>) {
+    (answer.0, answer.1["field"].as_str())
+}
+
+#[tokio::test]
+async fn control_characters_in_ids_get_400_naming_the_field_and_nothing_is_written() {
+    let gw = TestGateway::spawn(|_| {}).await;
+    let post = |body: Value| {
+        let gw = &gw;
+        async move { send(gw, Method::POST, "/traffic/routes/optimize", &body, &[JSON]).await }
+    };
+    for bad in ["van\u{0}1", "van\u{1b}[31m", "van\u{7f}", "van\u{85}"] {
+        let mut body = seed();
+        body["vehicleId"] = json!(bad);
+        let answer = post(body).await;
+        assert_eq!(
+            refused(&answer),
+            (400, Some("vehicleId")),
+            "{bad:?}: {}",
+            answer.1
+        );
+        let mut body = seed();
+        body["stops"][1]["id"] = json!(bad);
+        let answer = post(body).await;
+        assert_eq!(
+            refused(&answer),
+            (400, Some("stops[1].id")),
+            "{bad:?}: {}",
+            answer.1
+        );
+    }
+    let fix = json!({"latitude": 1, "longitude": 2, "timestamp": "2026-01-01T00:00:00Z"});
+    let answer = send(
+        &gw,
+        Method::POST,
+        "/traffic/vehicles/van%001/positions",
+        &fix,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(refused(&answer), (400, Some("vehicleId")), "{}", answer.1);
+    let answer = gw.get_json("/traffic/routes?vehicleId=van%0A1").await;
+    assert_eq!(refused(&answer), (400, Some("vehicleId")), "{}", answer.1);
+    assert_eq!(route_count(&gw).await, 0, "a refused write stored nothing");
+
+    let (_, route) = post(seed()).await;
+    let id = route["routeId"].as_str().expect("a route");
+    let status = json!({"status": "arrived"});
+    let path = format!("/traffic/routes/{id}/stops/stop%0D1");
+    let answer = send(&gw, Method::PATCH, &path, &status, &[JSON]).await;
+    assert_eq!(refused(&answer), (400, Some("stopId")), "{}", answer.1);
+
+    let url = gw.ws_url("/traffic/routes/ws?vehicleId=van%1B1");
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 400)
+        }
+        Err(e) => panic!("expected a 400 answer, got {e}"),
+        Ok(_) => panic!("a WebSocket filter with a control character was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn control_characters_in_free_text_are_stored_as_given_and_escaped_in_json() {
+    let gw = TestGateway::spawn(|_| {}).await;
+    let address = "Main St\u{0}\u{7}\u{1b}[2J\u{7f}\u{85}\nfloor 2";
+    let note = "left at door\u{0}\t\u{9b}";
+    let mut body = seed();
+    body["stops"][0]["address"] = json!(address);
+    let (status, route) = send(
+        &gw,
+        Method::POST,
+        "/traffic/routes/optimize",
+        &body,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(status, 201, "{route}");
+    let id = route["routeId"].as_str().unwrap();
+    let path = format!("/traffic/routes/{id}/stops/stop-1");
+    let change = json!({"status": "arrived", "note": note});
+    let (status, changed) = send(&gw, Method::PATCH, &path, &change, &[JSON]).await;
+    assert_eq!(status, 200, "{changed}");
+
+    let raw = gw
+        .http
+        .get(gw.url(&format!("/traffic/routes/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        raw.iter().all(|&b| b >= 0x20),
+        "C0 characters are escaped in the JSON text"
+    );
+    let read: Value = serde_json::from_slice(&raw).unwrap();
+    let stop = read["optimizedStops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "stop-1")
+        .unwrap();
+    assert_eq!(stop["address"], address, "stored as given");
+    assert_eq!(stop["note"], note, "stored as given");
+}

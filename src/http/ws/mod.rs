@@ -165,7 +165,8 @@ fn parse_query(q: Query, max_id_len: usize) -> Result<session::Request, ApiError
             format!("{field} is longer than {max_id_len} bytes"),
             Some(field),
         )),
-        v => Ok(v),
+        Some(v) => crate::http::body::id(&v, field).map(|()| Some(v)),
+        None => Ok(None),
     };
     let since = match q.since.as_deref() {
         None | Some("") => None,
