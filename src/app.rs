@@ -76,7 +76,8 @@ pub struct App {
 impl App {
     /// Take the data directory, open storage and bind the listener.
     pub async fn build(settings: Settings) -> Result<App, AppError> {
-        let tokens = Tokens::load(&settings.http.api_tokens, &settings.http.api_tokens_file)?;
+        let tokens = Tokens::load(&settings.http.api_tokens, &settings.http.api_tokens_file)?
+            .with_origins(&settings.http.cors_origins);
         let data_dir = DataDir::acquire(&settings.storage.data_dir)?;
         let (db_path, storage) = (data_dir.db_path(), settings.storage.clone());
         let outbox =

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use super::{ConfigError, SECRET_KEYS, Settings};
+use super::{ConfigError, Settings, is_secret};
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,20 +128,14 @@ pub fn load(overrides: &Overrides) -> Result<Layered, ConfigError> {
     let settings: Settings =
         Value::Table(table.clone())
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                key: "(configuration)".into(),
-                value: String::new(),
-                origin: "merged layers".into(),
-                allowed: e.message().to_string(),
+            .map_err(|e: toml::de::Error| {
+                ConfigError::invalid("(configuration)", "", "merged layers", e.message())
             })?;
-    settings
-        .validate()
-        .map_err(|(key, allowed)| ConfigError::Invalid {
-            value: lookup(&table, &key).map(display_value).unwrap_or_default(),
-            origin: origins.get(&key).unwrap_or(&Source::Default).to_string(),
-            key,
-            allowed,
-        })?;
+    settings.validate().map_err(|(key, allowed)| {
+        let value = lookup(&table, &key).map(display_value).unwrap_or_default();
+        let origin = origins.get(&key).unwrap_or(&Source::Default).to_string();
+        ConfigError::invalid(key, value, origin, allowed)
+    })?;
     Ok(Layered {
         settings,
         origins,
@@ -157,7 +151,7 @@ impl Layered {
         flatten("", &self.table, &mut leaves);
         for (key, value) in leaves {
             let (section, name) = key.rsplit_once('.').unwrap_or(("", &key));
-            let value = if SECRET_KEYS.contains(&key.as_str()) {
+            let value = if is_secret(&key) {
                 redact(value)
             } else {
                 value
@@ -243,7 +237,10 @@ fn merge_file(
     })?;
     let file: Table = toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        at: e
+            .span()
+            .map_or("an unknown place".into(), |s| place(&text, s.start)),
+        message: e.message().trim().replace('\n', "; "),
     })?;
     let mut leaves = Vec::new();
     flatten("", &file, &mut leaves);
@@ -255,26 +252,84 @@ fn merge_file(
                 origin: source.to_string(),
             });
         };
-        let value = coerce(default, value).map_err(|allowed| ConfigError::Invalid {
-            value: String::new(),
-            origin: source.to_string(),
-            key: key.clone(),
-            allowed,
-        })?;
+        let shown = display_value(&value);
+        let value = coerce(default, value)
+            .map_err(|allowed| ConfigError::invalid(&key, shown, source.to_string(), allowed))?;
         set(table, origins, &key, value, source)?;
     }
     Ok(())
 }
 
+/// `line L, column C (key K)` for a byte offset into a TOML text; the key is the left-hand side
+/// of that line under the last `[table]` header, when the line has one.
+fn place(text: &str, offset: usize) -> String {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let mut table = String::new();
+    let mut key = None;
+    for (i, line) in text.lines().enumerate().take(line_no) {
+        let line = line.trim();
+        if i + 1 == line_no {
+            key = line
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| is_bare_key(k));
+        } else if let Some(header) = line.strip_prefix('[').and_then(|l| l.split_once(']')) {
+            table = header.0.trim().to_string();
+        }
+    }
+    match key {
+        Some(k) if table.is_empty() => format!("line {line_no}, column {column} (key `{k}`)"),
+        Some(k) => format!("line {line_no}, column {column} (key `{table}.{k}`)"),
+        None => format!("line {line_no}, column {column}"),
+    }
+}
+
+fn is_bare_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The `.env` variables; a parse error names the line and the variable, never the text (dotenvy's
+/// own message quotes the whole line, secret included).
 fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let err = |e: dotenvy::Error| ConfigError::DotEnv {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: match e {
+            dotenvy::Error::LineParse(line, _) => dotenv_place(&text, &line),
+            other => other.to_string(),
+        },
     };
     dotenvy::from_path_iter(path)
         .map_err(err)?
         .map(|item| item.map_err(err))
         .collect()
+}
+
+/// Where the unparsable (possibly multi-line) entry `entry` starts, and its variable's name.
+fn dotenv_place(text: &str, entry: &str) -> String {
+    let first = entry.lines().next().unwrap_or_default();
+    let line_no = text
+        .lines()
+        .position(|l| l.trim() == first.trim())
+        .map_or_else(|| "?".to_string(), |i| (i + 1).to_string());
+    let name = first
+        .trim()
+        .trim_start_matches("export ")
+        .split_once('=')
+        .map(|(n, _)| n.trim())
+        .filter(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        });
+    match name {
+        Some(n) => format!("line {line_no}: cannot parse the value of {n}"),
+        None => format!("line {line_no}: cannot parse the line"),
+    }
 }
 
 /// The environment value of a key: real environment before `.env`, `ROUTEGATE_*` before aliases.
@@ -317,12 +372,8 @@ fn set_from_str(
     source: Source,
 ) -> Result<(), ConfigError> {
     let default = lookup(table, key).expect("key exists: checked by the caller");
-    let value = parse_as(default, raw).map_err(|allowed| ConfigError::Invalid {
-        key: key.to_string(),
-        value: raw.to_string(),
-        origin: source.to_string(),
-        allowed,
-    })?;
+    let value = parse_as(default, raw)
+        .map_err(|allowed| ConfigError::invalid(key, raw, source.to_string(), allowed))?;
     set(table, origins, key, value, source)
 }
 
@@ -336,12 +387,12 @@ fn set(
     if let Some((_, choices)) = CHOICES.iter().find(|(k, _)| *k == key)
         && !value.as_str().is_some_and(|s| choices.contains(&s))
     {
-        return Err(ConfigError::Invalid {
-            key: key.to_string(),
-            value: display_value(&value),
-            origin: source.to_string(),
-            allowed: format!("expected one of: {}", choices.join(", ")),
-        });
+        return Err(ConfigError::invalid(
+            key,
+            display_value(&value),
+            source.to_string(),
+            format!("expected one of: {}", choices.join(", ")),
+        ));
     }
     *lookup_mut(table, key).expect("key exists: checked by the caller") = value;
     origins.insert(key.to_string(), source);
@@ -387,13 +438,13 @@ fn coerce(default: &Value, value: Value) -> Result<Value, String> {
     match (default, value) {
         (Value::Float(_), Value::Integer(i)) => Ok(Value::Float(i as f64)),
         (Value::Integer(_), Value::Integer(i)) if i < 0 => {
-            Err(format!("{i}: expected a whole number of at least 0"))
+            Err("expected a whole number of at least 0".into())
         }
         (Value::Array(_), Value::Array(items)) if items.iter().all(Value::is_str) => {
             Ok(Value::Array(items))
         }
         (d, v) if d.same_type(&v) && !d.is_array() => Ok(v),
-        (d, v) => Err(format!("{v}: expected a {}", type_name(d))),
+        (d, v) => Err(format!("expected a {}, got {}", type_name(d), v.type_str())),
     }
 }
 
@@ -574,6 +625,34 @@ mod tests {
             lookup(&parsed, "kafka.sasl.username").unwrap().as_str(),
             Some("svc")
         );
+    }
+
+    #[test]
+    fn toml_errors_name_line_and_key_but_never_show_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        for text in [
+            "[kafka.sasl]\npassword = \"s3cr3t-aa\n",
+            "[kafka.sasl]\npassword = s3cr3t-aa\n",
+            "[kafka.sasl]\npassword = \"s3cr3t-aa\" x\n",
+            "[kafka.sasl]\npassword = \"s3cr3t-aa\"\npassword = \"s3cr3t-aa\"\n",
+            "[http]\napi_tokens = [\"s3cr3t-aa\"\n",
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = load(&Overrides {
+                config_file: Some(file.clone()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(!err.contains("s3cr3t"), "{text:?} gave {err}");
+            assert!(err.contains("line "), "{text:?} gave {err}");
+        }
+        assert_eq!(
+            place("[kafka.sasl]\npassword = \"x", 24),
+            "line 2, column 12 (key `kafka.sasl.password`)"
+        );
+        assert_eq!(place("a = 1\n= 2", 7), "line 2, column 2");
     }
 
     #[test]

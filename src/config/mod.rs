@@ -43,10 +43,16 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The `--config` file is not valid TOML.
-    #[error("config file {path} is not valid TOML: {message}")]
-    ParseFile { path: PathBuf, message: String },
-    /// The `.env` file exists but cannot be parsed.
+    /// The `--config` file is not valid TOML. `at` names the line, column and (when it can be
+    /// told) the key; the offending text itself is never shown, as it may hold a secret.
+    #[error("config file {path} is not valid TOML at {at}: {message}")]
+    ParseFile {
+        path: PathBuf,
+        at: String,
+        message: String,
+    },
+    /// The `.env` file exists but cannot be parsed (`message` names the line and variable, never
+    /// the value).
     #[error(".env file {path}: {message}")]
     DotEnv { path: PathBuf, message: String },
     /// A key that routegate does not know.
@@ -54,7 +60,8 @@ pub enum ConfigError {
         "unknown configuration key `{key}` (from {origin}); run `routegate config` to list the keys"
     )]
     UnknownKey { key: String, origin: String },
-    /// A value of the wrong type or out of range.
+    /// A value of the wrong type or out of range. Built with [`ConfigError::invalid`], which
+    /// replaces the value of a [secret key](SECRET_KEYS) with `***`.
     #[error("invalid value for `{key}` (from {origin}): {value:?}; {allowed}")]
     Invalid {
         key: String,
@@ -62,6 +69,29 @@ pub enum ConfigError {
         origin: String,
         allowed: String,
     },
+}
+
+impl ConfigError {
+    /// An [`ConfigError::Invalid`] that shows `value` unless `key` is a secret.
+    pub fn invalid(
+        key: impl Into<String>,
+        value: impl Into<String>,
+        origin: impl Into<String>,
+        allowed: impl Into<String>,
+    ) -> ConfigError {
+        let key = key.into();
+        let value = if is_secret(&key) {
+            "***".to_string()
+        } else {
+            value.into()
+        };
+        ConfigError::Invalid {
+            key,
+            value,
+            origin: origin.into(),
+            allowed: allowed.into(),
+        }
+    }
 }
 
 /// The whole configuration. `Default` is the embedded configuration `routegate serve` runs on.
@@ -363,8 +393,25 @@ impl Default for Settings {
     }
 }
 
-/// Keys whose values `routegate config` prints as `"***"` and that are never logged.
+/// Keys whose values `routegate config` prints as `"***"`, that are never logged and that no
+/// configuration error shows (the contents of `http.api_tokens_file` are treated the same way).
+/// There is no TLS client key, so no key passphrase, among the settings.
 pub const SECRET_KEYS: &[&str] = &["kafka.sasl.password", "http.api_tokens"];
+
+/// Whether `key`'s value must never be shown.
+pub fn is_secret(key: &str) -> bool {
+    SECRET_KEYS.contains(&key)
+}
+
+/// What an API token must look like to be presentable at all: 1 to 4096 visible ASCII characters
+/// other than `,` (it travels in an `Authorization` header and in a WebSocket subprotocol list).
+pub fn is_usable_token(token: &str) -> bool {
+    (1..=4096).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
+/// What [`is_usable_token`] allows, for error messages.
+pub const TOKEN_RULE: &str =
+    "expected tokens of 1 to 4096 visible ASCII characters, without spaces or commas";
 
 /// A failed range check: which key, and what is allowed.
 struct Violation(&'static str, String);
@@ -437,6 +484,11 @@ impl Settings {
             h.max_connections == 0 || h.max_connections >= 16,
             "http.max_connections",
             "expected 0 (derived from the file-descriptor limit) or at least 16",
+        )?;
+        check(
+            h.api_tokens.iter().all(|t| is_usable_token(t)),
+            "http.api_tokens",
+            TOKEN_RULE,
         )?;
         check(
             !s.data_dir.as_os_str().is_empty(),

@@ -193,7 +193,7 @@ pub fn routes(
     let stats = admin
         .clone()
         .and(warp::path!("queue" / "stats"))
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(with())
         .then(move |o: Outbox| {
             let snapshot = delivery.snapshot();
@@ -208,7 +208,7 @@ pub fn routes(
     let pending = admin
         .clone()
         .and(warp::path!("queue" / "pending"))
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(warp::query::<Page>())
         .and(with())
         .and_then(|page: Page, o: Outbox| async move {
@@ -222,7 +222,7 @@ pub fn routes(
     let dead_list = admin
         .clone()
         .and(warp::path!("dead-letters"))
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(warp::query::<Page>())
         .and(with())
         .and_then(|page: Page, o: Outbox| async move {
@@ -236,7 +236,7 @@ pub fn routes(
     let dead_one = admin
         .clone()
         .and(warp::path!("dead-letters" / u64))
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(with())
         .and_then(|seq: u64, o: Outbox| async move {
             let found = blocking(move || o.dead_letter_by_seq(seq)).await;
@@ -266,7 +266,7 @@ pub fn routes(
     let route_events = admin
         .clone()
         .and(warp::path!("routes" / String / "events"))
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(with())
         .and_then(|route: String, o: Outbox| async move {
             let events = blocking(move || o.route_events(&route, MAX_PAGE)).await;

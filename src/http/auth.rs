@@ -1,4 +1,9 @@
-//! Optional bearer-token authentication for `/traffic/*` and the WebSocket.
+//! Who may call: optional bearer-token authentication for `/traffic/*`, `/admin/*` and the
+//! WebSocket, and the browser [`origin`] check on writes and WebSocket upgrades.
+//!
+//! [`required`] is the one filter every write endpoint and the WebSocket pass through (the
+//! `/traffic` guard, the `/admin` routes, the WebSocket route), so it applies both: first the
+//! origin (403), then the token (401).
 //!
 //! Tokens come from `http.api_tokens` and `http.api_tokens_file` (one per line, `#` comments).
 //! With no token configured, authentication is off. A request presents a token as
@@ -7,33 +12,47 @@
 //! `routegate.v1`). Comparison takes the same time whether a token matches early, late or not at
 //! all, and tokens are never logged.
 
+pub mod origin;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use warp::http::HeaderMap;
+use warp::http::{HeaderMap, Method};
 use warp::{Filter, Rejection};
 
+pub use origin::Origins;
+
 use super::error::ApiError;
+use crate::config;
 
 /// The subprotocol a browser offers next to `bearer.<token>`, echoed by the server.
 pub const WS_PROTOCOL: &str = "routegate.v1";
 const WS_TOKEN_PREFIX: &str = "bearer.";
 
-/// Why the token file could not be loaded.
+/// Why the token file could not be loaded. Never carries a token: the file's contents are as
+/// secret as `http.api_tokens`.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read http.api_tokens_file {path}: {source}")]
-pub struct TokenFileError {
-    path: String,
-    source: std::io::Error,
+pub enum TokenFileError {
+    #[error("cannot read http.api_tokens_file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A line that can never be presented as a token (the token itself is not shown).
+    #[error(
+        "http.api_tokens_file {path} line {line}: not a usable token; {}",
+        config::TOKEN_RULE
+    )]
+    Unusable { path: String, line: usize },
 }
 
-/// The accepted tokens.
+/// The accepted tokens, and the origins whose pages may write (same-origin only by default).
 #[derive(Clone, Default)]
-pub struct Tokens(Arc<Vec<Vec<u8>>>);
+pub struct Tokens(Arc<Vec<Vec<u8>>>, Origins);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokens({} configured)", self.0.len())
+        write!(f, "Tokens({} configured, {:?})", self.0.len(), self.1)
     }
 }
 
@@ -42,19 +61,32 @@ impl Tokens {
     pub fn load(list: &[String], file: &str) -> Result<Tokens, TokenFileError> {
         let mut tokens: Vec<Vec<u8>> = list.iter().map(|t| t.as_bytes().to_vec()).collect();
         if !file.is_empty() {
-            let text =
-                std::fs::read_to_string(Path::new(file)).map_err(|source| TokenFileError {
+            let text = std::fs::read_to_string(Path::new(file)).map_err(|source| {
+                TokenFileError::Read {
                     path: file.to_string(),
                     source,
-                })?;
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(|l| l.as_bytes().to_vec()),
-            );
+                }
+            })?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                if !config::is_usable_token(line) {
+                    return Err(TokenFileError::Unusable {
+                        path: file.to_string(),
+                        line: i + 1,
+                    });
+                }
+                tokens.push(line.as_bytes().to_vec());
+            }
         }
-        Ok(Tokens(Arc::new(tokens)))
+        Ok(Tokens(Arc::new(tokens), Origins::default()))
+    }
+
+    /// Also let pages from `cors_origins` (`http.cors_origins`) write.
+    pub fn with_origins(self, cors_origins: &[String]) -> Tokens {
+        Tokens(self.0, Origins::new(cors_origins))
     }
 
     pub fn enabled(&self) -> bool {
@@ -114,12 +146,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// A filter that rejects with 401 unless the request carries a valid token.
+/// A filter that rejects a write or WebSocket upgrade from a foreign origin with 403, then
+/// anything without a valid token with 401.
 pub fn required(tokens: Tokens) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::headers_cloned()
-        .and_then(move |headers: HeaderMap| {
+    warp::method()
+        .and(warp::header::headers_cloned())
+        .and_then(move |method: Method, headers: HeaderMap| {
             let tokens = tokens.clone();
-            async move { tokens.check(&headers).map_err(warp::reject::custom) }
+            async move {
+                tokens
+                    .1
+                    .check(&method, &headers)
+                    .and_then(|()| tokens.check(&headers))
+                    .map_err(warp::reject::custom)
+            }
         })
         .untuple_one()
 }
@@ -194,6 +234,13 @@ mod tests {
         assert!(t.accepts(b"file-token-0123456789"));
         assert!(!t.accepts(b"# ops team"));
         assert!(Tokens::load(&[], "/nonexistent/tokens").is_err());
+        std::fs::write(&file, "ok-token-0123456789\n\nspaced secret token\n").unwrap();
+        let err = Tokens::load(&[], file.to_str().unwrap()).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("line 3") && !shown.contains("secret"),
+            "{shown}"
+        );
     }
 
     #[test]

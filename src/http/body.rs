@@ -1,7 +1,9 @@
 //! Request bodies and path segments: read within limits, parse with the JSON path of any error.
 //!
 //! Bodies are read by hand (not `warp::body::json`) so that every failure is a 4xx naming the
-//! offending field: the size is checked against `http.max_body_bytes` before and while reading
+//! offending field: the body must be declared as JSON (`Content-Type: application/json` or
+//! `application/*+json`, a `charset` only `utf-8`; else 415 before anything is read, so a
+//! browser's form post or `text/plain` "simple request" never reaches a handler), the size is checked against `http.max_body_bytes` before and while reading
 //! (413, also for chunked bodies without a length), the bytes must be JSON (400), every string and
 //! object key must fit `http.max_string_length` (400 with its path), and typed decoding goes
 //! through `serde_path_to_error` so a wrong type reports e.g. `stops[3].latitude`.
@@ -10,6 +12,7 @@ use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use warp::http::HeaderValue;
 use warp::{Filter, Rejection};
 
 use super::error::ApiError;
@@ -23,16 +26,49 @@ pub struct BodyLimits {
 
 /// A filter extracting the body as a JSON value within `limits`.
 pub fn json(limits: BodyLimits) -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
-    warp::header::optional::<u64>("content-length")
+    let content_type = warp::header::value("content-type")
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    content_type
+        .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .and_then(move |declared: Option<u64>, body| async move {
-            if declared.is_some_and(|n| n > limits.max_body_bytes) {
-                return Err(warp::reject::custom(ApiError::PayloadTooLarge));
+        .and_then(
+            move |kind: Option<HeaderValue>, declared: Option<u64>, body| async move {
+                if !kind.as_ref().is_some_and(is_json) {
+                    return Err(warp::reject::custom(ApiError::UnsupportedMediaType(
+                        "the body must be JSON: send Content-Type: application/json".into(),
+                    )));
+                }
+                if declared.is_some_and(|n| n > limits.max_body_bytes) {
+                    return Err(warp::reject::custom(ApiError::PayloadTooLarge));
+                }
+                let bytes = collect(body, limits.max_body_bytes)
+                    .await
+                    .map_err(warp::reject::custom)?;
+                parse(&bytes, limits.max_string_length).map_err(warp::reject::custom)
+            },
+        )
+}
+
+/// `application/json` or `application/*+json`, parameters allowed but a `charset` only `utf-8`.
+fn is_json(v: &HeaderValue) -> bool {
+    let Ok(v) = v.to_str() else {
+        return false;
+    };
+    let mut parts = v.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let json_type = essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .and_then(|s| s.strip_suffix("+json"))
+            .is_some_and(|s| !s.is_empty() && !s.contains('/'));
+    json_type
+        && parts.all(|p| match p.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+                v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
             }
-            let bytes = collect(body, limits.max_body_bytes)
-                .await
-                .map_err(warp::reject::custom)?;
-            parse(&bytes, limits.max_string_length).map_err(warp::reject::custom)
+            _ => true,
         })
 }
 
@@ -143,6 +179,22 @@ fn missing_field(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
+/// Refuse an id (vehicle, route, stop) holding a control character (C0, DEL or C1: Unicode
+/// `Cc`): `400` naming `field`. Free text (addresses, notes) is not checked: it is stored as
+/// given and JSON escapes it on the way out.
+pub fn id(value: &str, field: &str) -> Result<(), ApiError> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(ApiError::bad_request(
+            format!(
+                "must not contain control characters (found U+{:04X})",
+                u32::from(c)
+            ),
+            Some(field),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Percent-decode one path segment (warp hands segments over raw); `None` if not UTF-8.
 pub fn segment(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
@@ -233,6 +285,34 @@ mod tests {
             parse(nested.as_bytes(), 64).is_err(),
             "deep nesting is refused, not a stack overflow"
         );
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let ok = |v: &str| is_json(&HeaderValue::from_str(v).unwrap());
+        assert!(ok("application/json"));
+        assert!(ok("Application/JSON; charset=UTF-8"));
+        assert!(ok("application/json;charset=\"utf-8\""));
+        assert!(ok("application/merge-patch+json"));
+        assert!(!ok("text/plain"));
+        assert!(!ok("text/plain; charset=utf-8"));
+        assert!(!ok("application/x-www-form-urlencoded"));
+        assert!(!ok("multipart/form-data; boundary=x"));
+        assert!(!ok("application/json; charset=latin1"));
+        assert!(!ok("application/+json"));
+        assert!(!ok("application/jsonx"));
+        assert!(!ok(""));
+    }
+
+    #[test]
+    fn ids_with_control_characters_are_refused_naming_the_field() {
+        for bad in ["a\u{0}", "\u{1f}", "a\u{7f}b", "\u{80}", "x\u{9f}", "\n"] {
+            assert_eq!(
+                field(id(bad, "vehicleId").unwrap_err()).as_deref(),
+                Some("vehicleId")
+            );
+        }
+        assert!(id("van-1 ÄÖ 東京", "vehicleId").is_ok());
     }
 
     #[test]

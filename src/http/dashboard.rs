@@ -49,13 +49,13 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// `GET /`, `GET /dashboard/app.js`, `GET /dashboard/app.css`.
 pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let index = warp::path::end()
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .map(|| asset(INDEX_HTML, "text/html; charset=utf-8"));
     let js = warp::path!("dashboard" / "app.js")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .map(|| asset(APP_JS, "text/javascript; charset=utf-8"));
     let css = warp::path!("dashboard" / "app.css")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .map(|| asset(APP_CSS, "text/css; charset=utf-8"));
     index.or(js).unify().or(css).unify()
 }

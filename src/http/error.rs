@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The body did not arrive within `http.body_timeout_ms` (408); the connection is closed.
     #[error("the request body did not arrive in time (http.body_timeout_ms)")]
     BodyTimeout,
+    /// The body is not declared as JSON (`Content-Type: application/json`); nothing was read.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The event this request would append is larger than a Kafka record may be (413, like a
     /// body over the limit); nothing was written.
     #[error("{0}")]
@@ -112,6 +115,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge | ApiError::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,6 +134,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::EventTooLarge(_) => "event_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -154,6 +159,7 @@ impl ApiError {
         let field = match &self {
             ApiError::BadRequest { field, .. } => field.clone(),
             ApiError::Unprocessable { field, .. } => Some(field.clone()),
+            ApiError::UnsupportedMediaType(_) => Some("content-type".into()),
             _ => None,
         };
         let body = ErrorBody {
@@ -213,7 +219,7 @@ fn classify(r: &Rejection) -> ApiError {
         return ApiError::bad_request(e.to_string(), Some(e.name()));
     }
     if let Some(e) = r.find::<w::UnsupportedMediaType>() {
-        return ApiError::bad_request(e.to_string(), Some("content-type"));
+        return ApiError::UnsupportedMediaType(e.to_string());
     }
     if let Some(e) = r.find::<w::LengthRequired>() {
         return ApiError::bad_request(e.to_string(), Some("content-length"));

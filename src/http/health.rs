@@ -45,15 +45,17 @@ pub fn routes(
     lifecycle: Arc<Lifecycle>,
     storage: Check,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let live = warp::path!("health" / "live").and(warp::get()).map(|| {
-        reply::json(&Status {
-            status: "ok",
-            reason: None,
-        })
-        .into_response()
-    });
+    let live = warp::path!("health" / "live")
+        .and(crate::http::openapi::read())
+        .map(|| {
+            reply::json(&Status {
+                status: "ok",
+                reason: None,
+            })
+            .into_response()
+        });
     let ready = warp::path!("health" / "ready")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .map(move || readiness(&lifecycle, &storage));
     live.or(ready).unify()
 }

@@ -5,6 +5,10 @@
 //! step: the document's paths and methods equal [`ENDPOINTS`], and every entry answers through
 //! the real router (not with the router's own 404 or 405). Metrics label requests with these
 //! templates ([`template`]).
+//!
+//! Every `GET` endpoint also answers `HEAD` ([`read`] is their method filter; `warp::get()`
+//! matches `GET` only): the same status and headers, and hyper sends no body. `HEAD` is not
+//! listed separately in the table or the document; metrics count it under the `GET` template.
 
 use warp::http::Method;
 use warp::reply::Response;
@@ -41,12 +45,22 @@ pub const ENDPOINTS: &[&str] = &[
     "GET /admin/routes/{routeId}/events",
 ];
 
+/// The method filter of a read endpoint: `GET` or `HEAD`.
+pub fn read() -> impl Filter<Extract = (), Error = Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
+}
+
 /// Metrics label of requests that match no endpoint.
 pub const UNMATCHED: &str = "unmatched";
 
 /// The endpoint a request belongs to (for metrics), or [`UNMATCHED`]. A literal segment beats a
 /// parameter, so `/traffic/routes/kafka-health` is not `/traffic/routes/{routeId}`.
 pub fn template(method: &Method, path: &str) -> &'static str {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     ENDPOINTS
         .iter()
@@ -79,7 +93,7 @@ pub fn template(method: &Method, path: &str) -> &'static str {
 
 /// `GET /openapi.json`.
 pub fn document() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("openapi.json").and(warp::get()).map(|| {
+    warp::path!("openapi.json").and(read()).map(|| {
         warp::reply::with_header(DOCUMENT, "content-type", "application/json").into_response()
     })
 }
@@ -145,11 +159,50 @@ mod tests {
         );
         assert_eq!(template(&get, "/traffic/routes"), "GET /traffic/routes");
         assert_eq!(template(&Method::POST, "/traffic/routes/abc"), UNMATCHED);
+        assert_eq!(
+            template(&Method::HEAD, "/traffic/routes/abc"),
+            "GET /traffic/routes/{routeId}"
+        );
         assert_eq!(template(&get, "/traffic/routes//events"), UNMATCHED);
         assert_eq!(template(&get, "/nope"), UNMATCHED);
         assert_eq!(
             template(&Method::PATCH, "/traffic/routes/r/stops/s"),
             "PATCH /traffic/routes/{routeId}/stops/{stopId}"
         );
+    }
+
+    #[tokio::test]
+    async fn head_answers_like_get_on_every_get_endpoint() {
+        let r = crate::http::tests::rig(|_| {});
+        let routes = crate::http::routes(r.api.clone());
+        let created = warp::test::request()
+            .method("POST")
+            .path("/traffic/routes/optimize")
+            .header("content-type", "application/json")
+            .json(&crate::http::tests::seed())
+            .reply(&routes)
+            .await;
+        let route: serde_json::Value = serde_json::from_slice(created.body()).unwrap();
+        let id = route["routeId"].as_str().unwrap();
+        for e in ENDPOINTS.iter().filter(|e| e.starts_with("GET ")) {
+            let path = e[4..].replace("{routeId}", id).replace("{seq}", "1");
+            let get = warp::test::request().path(&path).reply(&routes).await;
+            let head = warp::test::request()
+                .method("HEAD")
+                .path(&path)
+                .reply(&routes)
+                .await;
+            assert_eq!(
+                head.status(),
+                get.status(),
+                "HEAD {path}: {:?}",
+                head.body()
+            );
+            assert_eq!(
+                head.headers().get("content-type"),
+                get.headers().get("content-type"),
+                "HEAD {path}"
+            );
+        }
     }
 }

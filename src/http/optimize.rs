@@ -58,6 +58,7 @@ async fn create(body: Value, api: Api) -> Result<Response, Rejection> {
     if req.vehicle_id.trim().is_empty() {
         return Err(ApiError::bad_request("must not be empty", Some("vehicleId")).into());
     }
+    body::id(&req.vehicle_id, "vehicleId")?;
     let problem = Problem {
         stops: req.stops,
         start: req.start,

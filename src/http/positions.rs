@@ -48,6 +48,7 @@ async fn record(vehicle: String, body: Value, api: Api) -> Result<Response, Reje
         .filter(|v| !v.trim().is_empty() && v.len() <= api.limits.body.max_string_length)
         .ok_or_else(|| ApiError::bad_request("invalid vehicle id", Some("vehicleId")))?;
     let batch = body.is_array();
+    body::id(&vehicle_id, "vehicleId")?;
     let fixes = fixes(body)?;
     in_window(&fixes, batch, &api.limits.timestamps, chrono::Utc::now())?;
     let tracked = api

@@ -26,7 +26,7 @@ const MAX_EVENTS: usize = 1000;
 /// `GET /traffic/routes/{routeId}`
 pub fn get(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes" / Uuid)
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(guard(&api))
         .and(with(api))
         .and_then(read)
@@ -40,7 +40,7 @@ async fn read(id: Uuid, api: Api) -> Result<Response, Rejection> {
 /// `GET /traffic/routes?vehicleId=&status=&limit=&cursor=`
 pub fn list(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(guard(&api))
         .and(warp::query::<Vec<(String, String)>>())
         .and(with(api))
@@ -92,8 +92,12 @@ fn list_query(params: &[(String, String)]) -> Result<ListQuery, ApiError> {
                 .ok_or_else(|| ApiError::bad_request("not a cursor from this API", Some("cursor")))
         })
         .transpose()?;
+    let vehicle_id = param(params, "vehicleId");
+    if let Some(v) = vehicle_id {
+        body::id(v, "vehicleId")?;
+    }
     Ok(ListQuery {
-        vehicle_id: param(params, "vehicleId").map(str::to_string),
+        vehicle_id: vehicle_id.map(str::to_string),
         status,
         limit: limit(params, DEFAULT_PAGE, MAX_PAGE)?,
         after,
@@ -145,6 +149,7 @@ pub fn update_stop(api: Api) -> impl Filter<Extract = (Response,), Error = Rejec
 async fn patch_stop(id: Uuid, stop: String, body: Value, api: Api) -> Result<Response, Rejection> {
     let stop = body::segment(&stop)
         .ok_or_else(|| ApiError::bad_request("stop id is not UTF-8", Some("stopId")))?;
+    body::id(&stop, "stopId")?;
     let b: StopUpdateBody = body::decode(body, "")?;
     if let Some(at) = b.at {
         api.limits
@@ -199,7 +204,7 @@ impl From<Envelope> for EventView {
 /// `GET /traffic/routes/{routeId}/events?limit=`
 pub fn events(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes" / Uuid / "events")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(guard(&api))
         .and(warp::query::<Vec<(String, String)>>())
         .and(with(api))

@@ -135,7 +135,7 @@ pub fn kafka_health(
     guard: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes" / "kafka-health")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(guard)
         .then(move || {
             let (outbox, delivery) = (outbox.clone(), delivery.clone());
@@ -161,19 +161,22 @@ pub fn metrics(
     outbox: Outbox,
     handle: PrometheusHandle,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("metrics").and(warp::get()).then(move || {
-        let (outbox, handle) = (outbox.clone(), handle.clone());
-        async move {
-            // `stats` reads sled and rendering walks every series: off the async workers.
-            let body = tokio::task::spawn_blocking(move || {
-                metrics::outbox_observed(&outbox.stats(), Utc::now().timestamp_micros());
-                handle.render()
-            })
-            .await
-            .unwrap_or_default();
-            reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response()
-        }
-    })
+    warp::path!("metrics")
+        .and(crate::http::openapi::read())
+        .then(move || {
+            let (outbox, handle) = (outbox.clone(), handle.clone());
+            async move {
+                // `stats` reads sled and rendering walks every series: off the async workers.
+                let body = tokio::task::spawn_blocking(move || {
+                    metrics::outbox_observed(&outbox.stats(), Utc::now().timestamp_micros());
+                    handle.render()
+                })
+                .await
+                .unwrap_or_default();
+                reply::with_header(body, "content-type", "text/plain; version=0.0.4")
+                    .into_response()
+            }
+        })
 }
 
 #[cfg(test)]

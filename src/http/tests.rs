@@ -48,7 +48,9 @@ pub(super) fn rig(adjust: impl FnOnce(&mut Settings)) -> Rig {
         metrics: crate::metrics::install(),
         ws,
         store: Store::new(outbox, topics, params, store::RecordLimit::from(&s.kafka)),
-        tokens: Tokens::load(&s.http.api_tokens, "").unwrap(),
+        tokens: Tokens::load(&s.http.api_tokens, "")
+            .unwrap()
+            .with_origins(&s.http.cors_origins),
         rate: RateLimiter::new(s.http.rate_limit_per_second, s.http.rate_limit_burst),
         limits: Limits::from_config(&s.http),
         admission: crate::http::admission::Admission::new(s.http.max_in_flight as usize),
@@ -454,6 +456,7 @@ fn random_and_mutated_requests_never_get_a_5xx_other_than_503() {
                 warp::test::request()
                     .method(method.as_str())
                     .path(&path)
+                    .header("content-type", "application/json")
                     .body(body.clone())
                     .reply(&routes),
             );

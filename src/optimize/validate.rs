@@ -37,6 +37,12 @@ pub(crate) fn problem(problem: &Problem, params: &Params) -> Result<()> {
         if stop.id.trim().is_empty() {
             return Err(Error::invalid(at("id"), "must not be empty"));
         }
+        if stop.id.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                at("id"),
+                "must not contain control characters",
+            ));
+        }
         if stop.id.len() > MAX_ID_LEN {
             return Err(Error::invalid(
                 at("id"),

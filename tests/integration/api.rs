@@ -305,6 +305,7 @@ async fn bad_bodies_get_400_naming_the_field_and_never_write() {
     let resp = gw
         .http
         .post(gw.url("/traffic/routes/optimize"))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

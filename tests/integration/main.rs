@@ -14,4 +14,6 @@ mod hostile;
 mod kafka_harness;
 mod operator;
 mod power_cut;
+mod safe_defaults;
+mod secrets;
 mod ws;

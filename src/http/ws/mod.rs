@@ -127,7 +127,7 @@ pub fn route(
     tokens: Tokens,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes" / "ws")
-        .and(warp::get())
+        .and(crate::http::openapi::read())
         .and(auth::required(tokens))
         .and(warp::header::headers_cloned())
         .and(warp::query::<Query>())
@@ -165,7 +165,8 @@ fn parse_query(q: Query, max_id_len: usize) -> Result<session::Request, ApiError
             format!("{field} is longer than {max_id_len} bytes"),
             Some(field),
         )),
-        v => Ok(v),
+        Some(v) => crate::http::body::id(&v, field).map(|()| Some(v)),
+        None => Ok(None),
     };
     let since = match q.since.as_deref() {
         None | Some("") => None,
