@@ -564,6 +564,24 @@ impl Outbox {
     ) -> Result<Result<T>> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)
+        match answer.await {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                self.writer_gone().await;
+                Err(Error::Closed)
+            }
+        }
+    }
+
+    /// The writer dropped a request unanswered: it is stopping or it panicked. Wait (briefly)
+    /// until it is gone, so that whoever hears `Closed` then also sees [`Outbox::failure`]: the
+    /// writer's supervisor records a panic only after the unwinding dropped the replies.
+    async fn writer_gone(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.shared.writer_alive.load(Ordering::SeqCst)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
