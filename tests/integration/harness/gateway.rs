@@ -33,12 +33,14 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     // The tests stamp fixes with synthetic times far apart (unique per fix); the window around
     // the clock has tests of its own that set it back to the default.
     s.http.max_timestamp_age_ms = WIDE_TIME_WINDOW_MS;
-    s.http.max_timestamp_lead_ms = WIDE_TIME_WINDOW_MS;
+    s.http.max_timestamp_lead_ms = WIDE_TIME_LEAD_MS;
     s
 }
 
-/// Ten years: what `test_settings` and child gateways accept as fix times, either way.
+/// Ten years back and one ahead (the most the setting allows): the fix times `test_settings`
+/// and child gateways accept.
 pub const WIDE_TIME_WINDOW_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+pub const WIDE_TIME_LEAD_MS: u64 = 365 * 24 * 3600 * 1000;
 
 fn init_logs() {
     static ONCE: Once = Once::new();
@@ -253,9 +255,10 @@ impl ChildGateway {
             .arg(data_dir)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
-        for key in ["http.max_timestamp_age_ms", "http.max_timestamp_lead_ms"] {
-            cmd.arg("--set").arg(format!("{key}={WIDE_TIME_WINDOW_MS}"));
-        }
+        cmd.arg("--set")
+            .arg(format!("http.max_timestamp_age_ms={WIDE_TIME_WINDOW_MS}"))
+            .arg("--set")
+            .arg(format!("http.max_timestamp_lead_ms={WIDE_TIME_LEAD_MS}"));
         for (k, v) in sets {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
