@@ -105,9 +105,15 @@ pub fn http_request(route: &'static str, status: u16, took: Duration) {
         .record(took.as_secs_f64());
 }
 
-/// Open API connections (WebSocket sessions are counted apart).
-pub fn http_connections(n: usize) {
-    gauge!("routegate_http_connections").set(n as f64);
+/// An API connection was accepted: `routegate_http_connections` counts the open ones
+/// (WebSocket sessions are counted apart, once upgraded).
+pub fn http_connection_opened() {
+    gauge!("routegate_http_connections").increment(1.0);
+}
+
+/// …and one ended.
+pub fn http_connection_closed() {
+    gauge!("routegate_http_connections").decrement(1.0);
 }
 
 /// A connection past `http.max_connections`: `probes_only` (served `/health/*` only) or `closed`.

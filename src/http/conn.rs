@@ -169,8 +169,8 @@ where
             body_timeout: limits.body_timeout,
         };
         let served = serve_one(http.clone(), stream, svc, slot, stopping.clone());
+        metrics::http_connection_opened();
         tracker.spawn(served);
-        metrics::http_connections(limits.max_connections - slots.available_permits());
     }
     drop(listener);
     stopping.cancel();
@@ -203,6 +203,7 @@ async fn serve_one<S>(
         tracing::debug!(cause = %e, "connection ended with an error");
     }
     drop(slot);
+    metrics::http_connection_closed();
 }
 
 /// Out of file descriptors (or another resource): back off a moment instead of spinning.
