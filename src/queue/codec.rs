@@ -41,6 +41,8 @@ pub enum CodecError {
     Body(String),
     #[error("key is {0} bytes, expected 8")]
     Key(usize),
+    #[error("chunk structure damaged: {0}")]
+    Chunk(String),
 }
 
 /// An event as stored, version 1. Frozen.
@@ -69,6 +71,71 @@ pub struct DeadLetterV1 {
     /// The stored event exactly as it was (possibly corrupt), so nothing is lost.
     #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
+}
+
+/// Version byte of chunks: the values of the `log` tree.
+pub const CHUNK_V1: u8 = 1;
+/// Bytes of a chunk's header before its length table: version and count.
+const CHUNK_HEADER: usize = 5;
+
+/// A chunk: consecutive event frames stored under the first one's sequence number.
+///
+/// ```text
+/// [u8 CHUNK_V1][u32 LE count][count × u32 LE frame length][frame 0][frame 1]…
+/// ```
+///
+/// Frame `i` is the event with sequence number `first + i`, an [`encode_envelope`] frame with
+/// its own checksum, so a damaged event spoils only itself; a damaged length table spoils the
+/// chunk (every event in it is reported corrupt). Frozen, like the `*V1` structs.
+pub fn encode_chunk<'a>(frames: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let body: usize = frames.clone().map(|f| f.len() + 4).sum();
+    let mut out = Vec::with_capacity(CHUNK_HEADER + body);
+    out.push(CHUNK_V1);
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    for f in frames.clone() {
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+    }
+    for f in frames {
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+/// How many frames a chunk says it holds, without checking the rest.
+pub fn chunk_count(bytes: &[u8]) -> Result<u32, CodecError> {
+    match bytes {
+        [CHUNK_V1, a, b, c, d, ..] => Ok(u32::from_le_bytes([*a, *b, *c, *d])),
+        [other, _, _, _, _, ..] => Err(CodecError::UnknownVersion(*other)),
+        _ => Err(CodecError::Truncated(bytes.len())),
+    }
+}
+
+/// The frames of a chunk, in order; an error when the structure does not add up.
+pub fn chunk_frames(bytes: &[u8]) -> Result<Vec<&[u8]>, CodecError> {
+    let count = chunk_count(bytes)? as usize;
+    let table_end = count
+        .checked_mul(4)
+        .and_then(|t| t.checked_add(CHUNK_HEADER))
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| CodecError::Chunk(format!("{count} frames do not fit")))?;
+    let mut frames = Vec::with_capacity(count);
+    let mut at = table_end;
+    for entry in bytes[CHUNK_HEADER..table_end].chunks_exact(4) {
+        let len = u32::from_le_bytes(entry.try_into().expect("4 bytes")) as usize;
+        let end = at
+            .checked_add(len)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| CodecError::Chunk("a frame runs past the end".into()))?;
+        frames.push(&bytes[at..end]);
+        at = end;
+    }
+    if at != bytes.len() {
+        return Err(CodecError::Chunk(format!(
+            "{} bytes after the last frame",
+            bytes.len() - at
+        )));
+    }
+    Ok(frames)
 }
 
 /// Sequence number → key.
@@ -259,6 +326,31 @@ mod tests {
         ));
         bytes[0] = 9;
         assert_eq!(decode_envelope(&bytes), Err(CodecError::UnknownVersion(9)));
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_round_trip(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..20)) {
+            let encoded = encode_chunk(frames.iter().map(Vec::as_slice));
+            prop_assert_eq!(chunk_count(&encoded).unwrap() as usize, frames.len());
+            let decoded: Vec<Vec<u8>> = chunk_frames(&encoded).unwrap().into_iter().map(<[u8]>::to_vec).collect();
+            prop_assert_eq!(decoded, frames);
+        }
+
+        #[test]
+        fn damaged_chunks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = chunk_frames(&bytes);
+            let _ = chunk_count(&bytes);
+        }
+    }
+
+    #[test]
+    fn a_chunk_whose_table_does_not_add_up_is_refused() {
+        let mut encoded = encode_chunk([&b"abc"[..], &b"de"[..]].into_iter());
+        encoded[5] = 9;
+        assert!(matches!(chunk_frames(&encoded), Err(CodecError::Chunk(_))));
+        encoded.truncate(3);
+        assert_eq!(chunk_frames(&encoded), Err(CodecError::Truncated(3)));
     }
 
     #[test]

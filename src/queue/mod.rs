@@ -6,19 +6,26 @@
 //!
 //! # Trees and on-disk format
 //!
-//! All values are [`codec`] frames (version byte, CRC-32, bincode body); keys are big-endian `u64`
-//! sequence numbers unless noted.
+//! All values are [`codec`] frames (version byte, CRC-32, bincode body) or chunks of them; keys
+//! are big-endian `u64` sequence numbers unless noted.
 //!
 //! | tree           | key                      | value                                          |
 //! |----------------|--------------------------|------------------------------------------------|
-//! | `events`       | seq                      | the event ([`codec::EnvelopeV1`]), immutable    |
-//! | `pending`      | seq                      | `[attempts u32 BE][stored bytes u32 BE]`        |
+//! | `log`          | seq of the chunk's first | a chunk ([`codec::encode_chunk`]): consecutive events, immutable |
+//! | `done`         | seq                      | empty: left the outbox above the floor         |
+//! | `attempts`     | seq                      | `[attempts u32 BE]`, only after a failure      |
 //! | `dead_letters` | seq                      | [`codec::DeadLetterV1`] with the raw event      |
 //! | `route_events` | route id, `0x00`, seq    | empty: the audit-trail index                    |
-//! | `meta`         | `state`                  | counters and cursors (`writer::MetaV1`)         |
+//! | `meta`         | `state`                  | counters and cursors (`writer::MetaV2`)         |
 //! | domain trees   | chosen by `store/`       | route records, written atomically with events   |
 //!
-//! The outbox is the `pending` index over the `events` log: an event's payload is written once.
+//! A group's events are written as one chunk (split at a few KiB, [`log`]): one sled insert for
+//! many events. **The outbox needs no entry per event**: an event is pending when its sequence
+//! number is at or above the *outbox floor* (in `meta`), below `next_seq`, and not in `done`.
+//! Acks in order only move the floor; an ack out of order (or a dead letter) adds a `done` entry,
+//! which goes once the floor passes it. A chunk is deleted whole, by retention, once none of its
+//! events is pending. A store of the first format (an `events` entry and a `pending` entry per
+//! event) is rewritten into this one at open (`migrate`).
 //!
 //! # Invariants
 //!
@@ -43,7 +50,11 @@
 //! * **Removed only after Kafka acks.** [`Outbox::ack`] removes exactly the sequence numbers the
 //!   publisher names. Records that cannot be decoded are moved to `dead_letters` with the reason.
 //! * **Retention never touches pending events.** The log is pruned from the front by age and size
-//!   up to the `prune_floor`; pending events below the floor are kept and deleted when acked.
+//!   up to the `prune_floor`, a chunk at a time; a chunk holding a pending event is kept (with its
+//!   delivered neighbours) and deleted when its last pending event leaves the outbox.
+//! * **A lost `meta` is recounted, never guessed down.** The outbox floor lives only there: a
+//!   recount counts every logged event not in `done` as pending, so delivered events still in
+//!   the log are sent again (duplicates, not a loss).
 //!
 //! # Lifecycle
 //!
@@ -52,6 +63,8 @@
 //! appends fail with [`Error::Closed`].
 
 pub mod codec;
+mod log;
+mod migrate;
 mod plan;
 mod reads;
 mod space;
@@ -270,8 +283,9 @@ impl Shared {
 }
 
 struct Trees {
-    events: sled::Tree,
-    pending: sled::Tree,
+    log: sled::Tree,
+    done: sled::Tree,
+    attempts: sled::Tree,
     dead: sled::Tree,
     route_events: sled::Tree,
     meta: sled::Tree,
@@ -280,12 +294,12 @@ struct Trees {
 }
 
 impl Trees {
-    /// Every tree, in the writer's fixed order: events, pending, dead letters, route index, meta,
-    /// then the domain trees.
+    /// Every tree, in the writer's fixed order (`plan::LOG`…`plan::META`), then the domain trees.
     fn all(&self) -> Vec<sled::Tree> {
         let fixed = [
-            &self.events,
-            &self.pending,
+            &self.log,
+            &self.done,
+            &self.attempts,
             &self.dead,
             &self.route_events,
             &self.meta,
@@ -311,6 +325,8 @@ struct Counters {
     durable_seq: AtomicU64,
     /// Events below this were pruned from the log unless still pending.
     prune_floor: AtomicU64,
+    /// Events below this have left the outbox.
+    outbox_floor: AtomicU64,
     /// Group-commit flushes since start: with many writers, far fewer than appends.
     flushes: AtomicU64,
 }
@@ -343,6 +359,21 @@ fn backlog_cost(write: &Write) -> u32 {
         .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
         .sum();
     (events + records).clamp(1, BACKLOG_BYTES) as u32
+}
+
+/// Rewrite the stored bytes of event `seq` in the store at `path` (not open elsewhere) with
+/// `damage`, as disk corruption would: for tests of what routegate does with a damaged record.
+/// `Ok(false)` when the log does not hold `seq`.
+#[doc(hidden)]
+pub fn damage_stored_event(
+    path: &Path,
+    seq: u64,
+    damage: impl FnOnce(&mut Vec<u8>),
+) -> Result<bool> {
+    let db = sled::open(path)?;
+    let damaged = reads::damage_event(&db.open_tree("log")?, seq, damage)?;
+    db.flush()?;
+    Ok(damaged)
 }
 
 impl From<tokio::task::JoinError> for Error {
@@ -389,8 +420,9 @@ impl Outbox {
         })?;
         let tree = |name: &str| db.open_tree(name);
         let trees = Trees {
-            events: tree("events")?,
-            pending: tree("pending")?,
+            log: tree("log")?,
+            done: tree("done")?,
+            attempts: tree("attempts")?,
             dead: tree("dead_letters")?,
             route_events: tree("route_events")?,
             meta: tree("meta")?,

@@ -4,6 +4,9 @@
 //! group, so each request sees its predecessors' effects; it records mutations instead of
 //! applying them. [`Plan::commit`] then replays the mutations and the new meta state in one
 //! transaction (safe to re-run: it only writes what was planned) and flushes in `strict` mode.
+//!
+//! The group's new events are held as frames and written at commit as chunks ([`log`]); until
+//! then reads of them are answered from the frames.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,27 +15,29 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::codec::{self, DeadLetterV1};
+use super::log::{self, Chunk};
 use super::writer::{
-    Answer, META_KEY, MetaV1, Request, encode_meta, parse_pending, pending_value, route_index_key,
+    Answer, META_KEY, MetaV2, Request, attempts_value, encode_meta, parse_attempts, route_index_key,
 };
 use super::{Error, Expect, Result, Shared, Update, Write, space};
 use crate::config::Durability;
 use crate::events::{Envelope, NewEvent};
 
-/// Log entries one prune request may delete: bounds its transaction.
-const PRUNE_MAX: usize = 20_000;
+/// Chunks one prune request may look at: bounds its transaction.
+const PRUNE_MAX: usize = 4096;
 
 /// Index of each fixed tree in the transaction's tree list; domain trees follow.
-const EVENTS: usize = 0;
-const PENDING: usize = 1;
-const DEAD: usize = 2;
-const ROUTE_EVENTS: usize = 3;
-const META: usize = 4;
-pub(super) const FIXED_TREES: usize = 5;
+pub(super) const LOG: usize = 0;
+pub(super) const DONE: usize = 1;
+pub(super) const ATTEMPTS: usize = 2;
+pub(super) const DEAD: usize = 3;
+pub(super) const ROUTE_EVENTS: usize = 4;
+pub(super) const META: usize = 5;
+pub(super) const FIXED_TREES: usize = 6;
 
 /// What a committed group changed.
 pub(super) struct Committed {
-    pub(super) meta: MetaV1,
+    pub(super) meta: MetaV2,
     pub(super) events: Vec<Arc<Envelope>>,
 }
 
@@ -41,10 +46,23 @@ pub(super) struct Committed {
 pub(super) struct Plan<'a> {
     shared: &'a Shared,
     trees: &'a [sled::Tree],
-    meta: MetaV1,
+    meta: MetaV2,
+    /// The state before this group: when neither it nor any tree changes, nothing is written.
+    before: MetaV2,
     overlay: HashMap<(usize, Vec<u8>), Option<Vec<u8>>>,
     mutations: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>,
     events: Vec<Arc<Envelope>>,
+    /// This group's new events, `(seq, frame)` from `first_new` on, written as chunks at commit.
+    frames: Vec<(u64, Vec<u8>)>,
+    first_new: u64,
+    /// The chunk read last: acks and pruning walk chunks in order.
+    chunk: Option<Chunk>,
+    /// Whether `done` / `attempts` may hold entries: when not, no lookup is needed.
+    done_possible: bool,
+    attempts_possible: bool,
+    /// Chunks below the prune floor whose events left the outbox in this group: deleted at
+    /// commit if none of their events is pending any more.
+    below_floor: Vec<u64>,
     /// A read failed: the group is not committed and every request gets this error.
     failed: Option<sled::Error>,
     now_us: i64,
@@ -58,14 +76,21 @@ pub(super) struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    pub(super) fn new(shared: &'a Shared, trees: &'a [sled::Tree], meta: MetaV1) -> Plan<'a> {
+    pub(super) fn new(shared: &'a Shared, trees: &'a [sled::Tree], meta: MetaV2) -> Plan<'a> {
         Plan {
             shared,
             trees,
+            first_new: meta.next_seq,
+            before: meta.clone(),
             meta,
             overlay: HashMap::new(),
             mutations: Vec::new(),
             events: Vec::new(),
+            frames: Vec::new(),
+            chunk: None,
+            done_possible: !trees[DONE].is_empty(),
+            attempts_possible: !trees[ATTEMPTS].is_empty(),
+            below_floor: Vec::new(),
             failed: None,
             now_us: chrono::Utc::now().timestamp_micros(),
             disk: shared
@@ -237,12 +262,10 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// Put a sequenced event into the log, the outbox index and the audit-trail index.
+    /// Put a sequenced event into the log (as a frame of this group's chunk) and the audit-trail
+    /// index; it is pending from now on.
     fn add_event(&mut self, env: &Envelope, raw: Vec<u8>) {
         let len = raw.len() as u64;
-        let key = codec::key(env.seq).to_vec();
-        self.write(EVENTS, key.clone(), Some(raw));
-        self.write(PENDING, key, Some(pending_value(0, len)));
         if let Some(route) = &env.route_id {
             self.write(
                 ROUTE_EVENTS,
@@ -250,6 +273,8 @@ impl<'a> Plan<'a> {
                 Some(Vec::new()),
             );
         }
+        debug_assert_eq!(env.seq, self.first_new + self.frames.len() as u64);
+        self.frames.push((env.seq, raw));
         let m = &mut self.meta;
         m.next_seq = env.seq + 1;
         m.pending_events += 1;
@@ -258,38 +283,97 @@ impl<'a> Plan<'a> {
         m.log_bytes += len;
     }
 
-    /// Remove an event from the log (pruning, or an ack below the prune floor).
-    fn drop_from_log(&mut self, seq: u64) {
-        let key = codec::key(seq).to_vec();
-        let Some(raw) = self.read(EVENTS, &key) else {
-            return;
-        };
-        if let Ok(env) = codec::decode_envelope(&raw)
-            && let Some(route) = &env.route_id
+    /// The committed chunk holding `seq`, unless this group deleted it.
+    fn chunk_at(&mut self, seq: u64) -> Option<Chunk> {
+        if let Some(c) = &self.chunk
+            && c.first <= seq
+            && seq <= c.last()
         {
-            self.write(ROUTE_EVENTS, route_index_key(route, seq), None);
+            return Some(c.clone());
         }
-        self.write(EVENTS, key, None);
-        self.meta.log_events = self.meta.log_events.saturating_sub(1);
-        self.meta.log_bytes = self.meta.log_bytes.saturating_sub(raw.len() as u64);
+        let found = match log::chunk_at(&self.trees[LOG], seq) {
+            Ok(found) => found,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                None
+            }
+        }?;
+        if let Some(None) = self.overlay.get(&(LOG, codec::key(found.first).to_vec())) {
+            return None;
+        }
+        self.chunk = Some(found.clone());
+        Some(found)
     }
 
-    /// Remove from the outbox index; returns `(attempts, bytes)` if it was pending.
+    /// The stored bytes of event `seq` (possibly corrupt), `None` when the log does not hold it.
+    fn event_raw(&mut self, seq: u64) -> Option<Vec<u8>> {
+        if seq >= self.first_new {
+            let i = usize::try_from(seq - self.first_new).ok()?;
+            return self.frames.get(i).map(|(_, f)| f.clone());
+        }
+        let chunk = self.chunk_at(seq)?;
+        match chunk.frame(seq)? {
+            Ok(frame) => Some(frame.to_vec()),
+            // The chunk's table is damaged: the event is unreadable, its bytes unknown.
+            Err(_) => Some(Vec::new()),
+        }
+    }
+
+    fn is_done(&mut self, seq: u64) -> bool {
+        self.done_possible && self.read(DONE, &codec::key(seq)).is_some()
+    }
+
+    /// Whether `seq` waits for Kafka.
+    fn is_pending(&mut self, seq: u64) -> bool {
+        seq >= self.meta.outbox_floor && seq < self.meta.next_seq && !self.is_done(seq)
+    }
+
+    /// `seq` (pending) leaves the outbox: the floor moves past it and past every event above
+    /// that already left, or `done` names it.
+    fn mark_out(&mut self, seq: u64) {
+        if seq != self.meta.outbox_floor {
+            self.write(DONE, codec::key(seq).to_vec(), Some(Vec::new()));
+            self.done_possible = true;
+            return;
+        }
+        self.meta.outbox_floor += 1;
+        while self.meta.outbox_floor < self.meta.next_seq && self.is_done(self.meta.outbox_floor) {
+            self.write(DONE, codec::key(self.meta.outbox_floor).to_vec(), None);
+            self.meta.outbox_floor += 1;
+        }
+    }
+
+    /// Remove from the outbox; returns `(attempts, bytes)` if it was pending.
     fn unpend(&mut self, seq: u64) -> Option<(u32, u64)> {
+        if !self.is_pending(seq) {
+            return None;
+        }
+        let bytes = self.event_raw(seq).map_or(0, |r| r.len() as u64);
         let key = codec::key(seq).to_vec();
-        let (attempts, bytes) = parse_pending(&self.read(PENDING, &key)?);
-        self.write(PENDING, key, None);
+        let attempts = if self.attempts_possible {
+            let attempts = self.read(ATTEMPTS, &key).map_or(0, |v| parse_attempts(&v));
+            if attempts > 0 {
+                self.write(ATTEMPTS, key, None);
+            }
+            attempts
+        } else {
+            0
+        };
+        self.mark_out(seq);
         self.meta.pending_events = self.meta.pending_events.saturating_sub(1);
         self.meta.pending_bytes = self.meta.pending_bytes.saturating_sub(bytes);
         if seq < self.meta.prune_floor {
-            self.drop_from_log(seq);
+            self.below_floor.push(seq);
         }
         Some((attempts, bytes))
     }
 
     fn ack(&mut self, seqs: &[u64]) -> Result<()> {
         self.acks = true;
-        for &seq in seqs {
+        let mut seqs = seqs.to_vec();
+        // In order, each ack moves the floor and none needs a `done` entry.
+        seqs.sort_unstable();
+        for seq in seqs {
             self.unpend(seq);
         }
         Ok(())
@@ -297,22 +381,27 @@ impl<'a> Plan<'a> {
 
     fn failed(&mut self, seqs: &[u64]) -> Result<()> {
         for &seq in seqs {
-            let key = codec::key(seq).to_vec();
-            if let Some(v) = self.read(PENDING, &key) {
-                let (attempts, bytes) = parse_pending(&v);
-                self.write(
-                    PENDING,
-                    key,
-                    Some(pending_value(attempts.saturating_add(1), bytes)),
-                );
+            if !self.is_pending(seq) {
+                continue;
             }
+            let key = codec::key(seq).to_vec();
+            let attempts = match self.attempts_possible {
+                true => self.read(ATTEMPTS, &key).map_or(0, |v| parse_attempts(&v)),
+                false => 0,
+            };
+            self.write(
+                ATTEMPTS,
+                key,
+                Some(attempts_value(attempts.saturating_add(1))),
+            );
+            self.attempts_possible = true;
         }
         Ok(())
     }
 
     fn dead_letter(&mut self, items: Vec<(u64, String)>) -> Result<()> {
         for (seq, reason) in items {
-            let raw = self.read(EVENTS, &codec::key(seq)).unwrap_or_default();
+            let raw = self.event_raw(seq).unwrap_or_default();
             let Some((attempts, _)) = self.unpend(seq) else {
                 continue;
             };
@@ -365,7 +454,9 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// Delete delivered events from the front of the log while it is over its age or size limit.
+    /// Delete delivered events from the front of the log while it is over its age or size limit,
+    /// a chunk at a time (a chunk is pruned once its newest event is; one that still holds a
+    /// pending event stays until that event leaves the outbox).
     fn prune(&mut self) -> Result<()> {
         let cfg = &self.shared.config;
         let amp = space::AMPLIFICATION;
@@ -378,43 +469,97 @@ impl<'a> Plan<'a> {
             cfg.log_retention_bytes
         };
         let max_age_us = (cfg.log_retention_ms as i64).saturating_mul(1000);
-        let start = codec::key(self.meta.prune_floor);
+        let chunks = match log::chunks_from(&self.trees[LOG], self.meta.prune_floor) {
+            Ok(chunks) => chunks,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                return Ok(());
+            }
+        };
         let mut floor = self.meta.prune_floor;
-        let events = self.trees[EVENTS].clone();
-        for (deleted, item) in events.range(start..).enumerate() {
-            let (key, raw) = match item {
-                Ok(kv) => kv,
+        for chunk in chunks.take(PRUNE_MAX) {
+            let chunk = match chunk {
+                Ok(c) => c,
                 Err(e) => {
                     self.failed.get_or_insert(e);
                     break;
                 }
             };
             let delivered_bytes = self.meta.log_bytes.saturating_sub(self.meta.pending_bytes);
-            let age_us = codec::decode_envelope(&raw)
-                .map(|e| self.now_us - e.created_at_us)
-                .unwrap_or(i64::MAX);
-            if deleted >= PRUNE_MAX || (delivered_bytes <= max_bytes && age_us <= max_age_us) {
+            let newest_us = chunk
+                .events()
+                .ok()
+                .and_then(|events| events.last().map(|(_, f)| codec::decode_envelope(f)))
+                .and_then(|e| e.ok())
+                .map_or(i64::MIN, |e| e.created_at_us);
+            let age_us = self.now_us.saturating_sub(newest_us);
+            if delivered_bytes <= max_bytes && age_us <= max_age_us {
                 break;
             }
-            let Ok(seq) = codec::seq_of(&key) else {
-                continue;
-            };
-            if self.read(PENDING, &key).is_none() {
-                self.drop_from_log(seq);
-            }
-            floor = seq + 1;
+            floor = floor.max(chunk.last() + 1);
+            self.delete_if_delivered(chunk);
         }
         self.meta.prune_floor = floor;
         Ok(())
     }
 
+    /// Delete a chunk (with its audit-trail entries) if none of its events is pending.
+    fn delete_if_delivered(&mut self, chunk: Chunk) {
+        let key = codec::key(chunk.first).to_vec();
+        if let Some(None) = self.overlay.get(&(LOG, key.clone())) {
+            return;
+        }
+        if (chunk.first..=chunk.last()).any(|seq| self.is_pending(seq)) {
+            return;
+        }
+        let events = chunk.events().unwrap_or_default();
+        let (count, bytes) = match events.is_empty() {
+            // A damaged table: count the chunk as its claimed events and its whole size.
+            true => (chunk.last() - chunk.first + 1, chunk.raw.len() as u64),
+            false => (
+                events.len() as u64,
+                events.iter().map(|(_, f)| f.len() as u64).sum(),
+            ),
+        };
+        for (seq, frame) in &events {
+            if let Ok(env) = codec::decode_envelope(frame)
+                && let Some(route) = &env.route_id
+            {
+                self.write(ROUTE_EVENTS, route_index_key(route, *seq), None);
+            }
+        }
+        for seq in chunk.first..=chunk.last() {
+            if self.is_done(seq) {
+                self.write(DONE, codec::key(seq).to_vec(), None);
+            }
+        }
+        self.write(LOG, key, None);
+        self.chunk = None;
+        self.meta.log_events = self.meta.log_events.saturating_sub(count);
+        self.meta.log_bytes = self.meta.log_bytes.saturating_sub(bytes);
+    }
+
+    /// Chunks below the prune floor whose last pending events left in this group go now.
+    fn delete_emptied_chunks(&mut self) {
+        for seq in std::mem::take(&mut self.below_floor) {
+            if let Some(chunk) = self.chunk_at(seq) {
+                self.delete_if_delivered(chunk);
+            }
+        }
+    }
+
     /// Apply the planned mutations and the new meta state in one transaction, then flush if the
     /// durability mode asks for it.
     pub(super) fn commit(mut self) -> std::result::Result<Committed, sled::Error> {
+        self.delete_emptied_chunks();
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        if self.mutations.is_empty() {
+        for (first, chunk) in log::into_chunks(&self.frames) {
+            self.mutations
+                .push((LOG, codec::key(first).to_vec(), Some(chunk)));
+        }
+        if self.mutations.is_empty() && self.meta == self.before {
             return Ok(Committed {
                 meta: self.meta,
                 events: self.events,

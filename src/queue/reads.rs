@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::codec::{self, CodecError};
-use super::writer::{self, MetaV1};
+use super::log::{self, Chunk};
+use super::writer::{self, MetaV2};
 use super::{Counters, Outbox, Result, Shared};
 use crate::events::Envelope;
 
@@ -72,7 +73,7 @@ pub struct DeadLetter {
 }
 
 impl Shared {
-    pub(super) fn publish_counters(&self, m: &MetaV1) {
+    pub(super) fn publish_counters(&self, m: &MetaV2) {
         let c: &Counters = &self.counters;
         c.pending_events.store(m.pending_events, Ordering::SeqCst);
         c.pending_bytes.store(m.pending_bytes, Ordering::SeqCst);
@@ -80,11 +81,12 @@ impl Shared {
         c.log_bytes.store(m.log_bytes, Ordering::SeqCst);
         c.dead_letters.store(m.dead_letters, Ordering::SeqCst);
         c.prune_floor.store(m.prune_floor, Ordering::SeqCst);
+        c.outbox_floor.store(m.outbox_floor, Ordering::SeqCst);
     }
 
     /// After a durable commit: counters, then the durable mark, then live subscribers, in that
     /// order, so a subscriber that reads the mark after subscribing misses nothing.
-    pub(super) fn after_commit(&self, m: &MetaV1, events: &[Arc<Envelope>]) {
+    pub(super) fn after_commit(&self, m: &MetaV2, events: &[Arc<Envelope>]) {
         self.publish_counters(m);
         self.counters
             .durable_seq
@@ -99,9 +101,13 @@ impl Shared {
     }
 }
 
-/// The persisted meta state, or a recount of the trees when it is missing or unreadable.
-pub(super) fn load_meta(shared: &Shared) -> Result<MetaV1> {
-    if let Some(raw) = shared.trees.meta.get(b"state")? {
+/// The persisted meta state (after migrating a store of the first format), or a recount of the
+/// trees when it is missing or unreadable.
+pub(super) fn load_meta(shared: &Shared) -> Result<MetaV2> {
+    if let Some(meta) = super::migrate::from_v1(shared)? {
+        return Ok(meta);
+    }
+    if let Some(raw) = shared.trees.meta.get(writer::META_KEY)? {
         if let Some(meta) = writer::decode_meta(&raw) {
             return Ok(meta);
         }
@@ -110,46 +116,39 @@ pub(super) fn load_meta(shared: &Shared) -> Result<MetaV1> {
     recount(shared)
 }
 
-fn recount(shared: &Shared) -> Result<MetaV1> {
+/// Counters from the trees themselves. The outbox floor is lost with the meta state, so every
+/// logged event not named in `done` counts as pending again: delivered events still in the log
+/// are delivered once more (duplicates, never a loss).
+fn recount(shared: &Shared) -> Result<MetaV2> {
     let t = &shared.trees;
-    let mut m = MetaV1 {
+    let mut m = MetaV2 {
         next_seq: 1,
-        ..MetaV1::default()
+        ..MetaV2::default()
     };
-    let mut bump = |key: &[u8]| {
-        if let Ok(seq) = codec::seq_of(key) {
+    let mut first = None;
+    for chunk in log::chunks_from(&t.log, 0)? {
+        let chunk = chunk?;
+        first.get_or_insert(chunk.first);
+        m.next_seq = m.next_seq.max(chunk.last() + 1);
+        for (seq, frame) in chunk.events().unwrap_or_default() {
+            m.log_events += 1;
+            m.log_bytes += frame.len() as u64;
+            if !t.done.contains_key(codec::key(seq))? {
+                m.pending_events += 1;
+                m.pending_bytes += frame.len() as u64;
+            }
+        }
+    }
+    for kv in t.dead.iter().chain(t.done.iter()) {
+        if let Ok(seq) = codec::seq_of(&kv?.0) {
             m.next_seq = m.next_seq.max(seq + 1);
         }
-    };
-    let (mut log_events, mut log_bytes, mut pending_events, mut pending_bytes, mut dead) =
-        (0, 0, 0, 0, 0);
-    for kv in t.events.iter() {
-        let (k, v) = kv?;
-        bump(&k);
-        log_events += 1;
-        log_bytes += v.len() as u64;
     }
-    for kv in t.pending.iter() {
-        let (k, v) = kv?;
-        bump(&k);
-        pending_events += 1;
-        pending_bytes += writer::parse_pending(&v).1;
-    }
-    for kv in t.dead.iter() {
-        bump(&kv?.0);
-        dead += 1;
-    }
-    let floor = match t.events.first()? {
-        Some((k, _)) => codec::seq_of(&k).unwrap_or(1),
-        None => m.next_seq,
-    };
-    Ok(MetaV1 {
-        log_events,
-        log_bytes,
-        pending_events,
-        pending_bytes,
-        dead_letters: dead,
+    m.dead_letters = t.dead.len() as u64;
+    let floor = first.unwrap_or(m.next_seq);
+    Ok(MetaV2 {
         prune_floor: floor,
+        outbox_floor: floor,
         ..m
     })
 }
@@ -169,30 +168,76 @@ impl Outbox {
         max_bytes: u64,
     ) -> Result<Vec<Peeked>> {
         crate::faults::check("outbox-peek", &self.shared.path).map_err(sled::Error::Io)?;
+        self.pending_after(after, max_records, max_bytes)
+    }
+
+    /// [`Outbox::peek_after`] without its fault point.
+    fn pending_after(&self, after: u64, max_records: usize, max_bytes: u64) -> Result<Vec<Peeked>> {
         let t = &self.shared.trees;
+        let floor = self.shared.counters.outbox_floor.load(Ordering::SeqCst);
+        let check_done = !t.done.is_empty();
+        let check_attempts = !t.attempts.is_empty();
+        let mut seq = after.saturating_add(1).max(floor);
         let mut out = Vec::new();
         let mut bytes = 0u64;
-        for kv in t.pending.range(codec::key(after.saturating_add(1))..) {
-            let (key, value) = kv?;
-            if out.len() >= max_records || (bytes >= max_bytes && !out.is_empty()) {
-                break;
-            }
-            let (attempts, len) = writer::parse_pending(&value);
-            bytes += len;
-            let seq = codec::seq_of(&key).unwrap_or_default();
-            out.push(match t.events.get(&key)? {
-                None => Peeked::Corrupt {
-                    seq,
-                    reason: "pending event missing from the event log".into(),
-                },
-                Some(raw) => match codec::decode_envelope(&raw) {
-                    Ok(env) => Peeked::Event(Envelope { attempts, ..env }),
-                    Err(e) => Peeked::Corrupt {
+        let full = |out: &Vec<Peeked>, bytes: u64| {
+            out.len() >= max_records || (bytes >= max_bytes && !out.is_empty())
+        };
+        'chunks: for chunk in log::chunks_from(&t.log, seq)? {
+            let chunk = chunk?;
+            // Sequence numbers below an existing chunk that no chunk holds were lost.
+            while seq < chunk.first {
+                if full(&out, bytes) {
+                    break 'chunks;
+                }
+                if !(check_done && t.done.contains_key(codec::key(seq))?) {
+                    out.push(Peeked::Corrupt {
                         seq,
+                        reason: "pending event missing from the event log".into(),
+                    });
+                }
+                seq += 1;
+            }
+            let frames = chunk_frames(&chunk);
+            for s in seq.max(chunk.first)..=chunk.last() {
+                if full(&out, bytes) {
+                    break 'chunks;
+                }
+                if check_done && t.done.contains_key(codec::key(s))? {
+                    continue;
+                }
+                let attempts = match check_attempts {
+                    true => t
+                        .attempts
+                        .get(codec::key(s))?
+                        .map_or(0, |v| writer::parse_attempts(&v)),
+                    false => 0,
+                };
+                let frame = match &frames {
+                    Ok(frames) => frames.get((s - chunk.first) as usize).copied(),
+                    Err(e) => {
+                        out.push(Peeked::Corrupt {
+                            seq: s,
+                            reason: corrupt_reason(e),
+                        });
+                        continue;
+                    }
+                };
+                let Some(frame) = frame else { continue };
+                bytes += frame.len() as u64;
+                out.push(match codec::decode_envelope(frame) {
+                    Ok(env) if env.seq == s => Peeked::Event(Envelope { attempts, ..env }),
+                    Ok(env) => Peeked::Corrupt {
+                        seq: s,
+                        reason: format!("the log holds event {} where {s} belongs", env.seq),
+                    },
+                    Err(e) => Peeked::Corrupt {
+                        seq: s,
                         reason: corrupt_reason(&e),
                     },
-                },
-            });
+                });
+            }
+            seq = seq.max(chunk.last() + 1);
         }
         Ok(out)
     }
@@ -213,10 +258,11 @@ impl Outbox {
     }
 
     fn oldest_pending_us(&self) -> Option<i64> {
-        let t = &self.shared.trees;
-        let (key, _) = t.pending.first().ok()??;
-        let raw = t.events.get(key).ok()??;
-        codec::decode_envelope(&raw).ok().map(|e| e.created_at_us)
+        let oldest = self.pending_after(0, 1, 0).ok()?.into_iter().next()?;
+        match oldest {
+            Peeked::Event(e) => Some(e.created_at_us),
+            Peeked::Corrupt { .. } => None,
+        }
     }
 
     /// Bytes sled occupies on disk (it never shrinks; see the README).
@@ -242,12 +288,26 @@ impl Outbox {
         if after >= upto {
             return Ok(Replay::Events(out));
         }
-        let range = codec::key(after + 1)..=codec::key(upto);
-        for kv in self.shared.trees.events.range(range).take(limit) {
-            let (key, raw) = kv?;
-            match codec::decode_envelope(&raw) {
-                Ok(env) => out.push(Arc::new(env)),
-                Err(e) => tracing::warn!(key = ?key, cause = %e, "skipping corrupt log entry"),
+        'chunks: for chunk in log::chunks_from(&self.shared.trees.log, after + 1)? {
+            let chunk = chunk?;
+            let events = match chunk.events() {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(first = chunk.first, cause = %e, "skipping a damaged log chunk");
+                    continue;
+                }
+            };
+            for (seq, frame) in events {
+                if seq <= after {
+                    continue;
+                }
+                if seq > upto || out.len() >= limit {
+                    break 'chunks;
+                }
+                match codec::decode_envelope(frame) {
+                    Ok(env) => out.push(Arc::new(env)),
+                    Err(e) => tracing::warn!(seq, cause = %e, "skipping corrupt log entry"),
+                }
             }
         }
         Ok(Replay::Events(out))
@@ -259,15 +319,25 @@ impl Outbox {
         prefix.push(0);
         let t = &self.shared.trees;
         let mut out = Vec::new();
+        let mut chunk: Option<Chunk> = None;
         for kv in t.route_events.scan_prefix(&prefix) {
             let (key, _) = kv?;
             if out.len() >= limit {
                 break;
             }
-            let Some(raw) = t.events.get(&key[prefix.len()..])? else {
+            let Ok(seq) = codec::seq_of(&key[prefix.len()..]) else {
                 continue;
             };
-            if let Ok(env) = codec::decode_envelope(&raw) {
+            if !chunk
+                .as_ref()
+                .is_some_and(|c| c.first <= seq && seq <= c.last())
+            {
+                chunk = log::chunk_at(&t.log, seq)?;
+            }
+            let Some(Ok(frame)) = chunk.as_ref().and_then(|c| c.frame(seq)) else {
+                continue;
+            };
+            if let Ok(env) = codec::decode_envelope(frame) {
                 out.push(env);
             }
         }
@@ -311,11 +381,7 @@ impl Outbox {
 impl Outbox {
     /// Replace a stored event's bytes, as disk corruption would.
     pub(crate) fn overwrite_event_for_test(&self, seq: u64, bytes: &[u8]) {
-        self.shared
-            .trees
-            .events
-            .insert(codec::key(seq), bytes)
-            .expect("overwrite");
+        damage_event(&self.shared.trees.log, seq, |raw| *raw = bytes.to_vec()).expect("overwrite");
     }
 }
 
@@ -338,6 +404,32 @@ fn dead_letter(seq: u64, raw: &[u8]) -> DeadLetter {
             raw_len: raw.len(),
         },
     }
+}
+
+/// A chunk's frames, or why they cannot be read.
+fn chunk_frames(chunk: &Chunk) -> Result<Vec<&[u8]>, CodecError> {
+    codec::chunk_frames(&chunk.raw)
+}
+
+/// Rewrite the stored bytes of event `seq` in place with `damage`, as disk corruption would: for
+/// tests of what happens to a damaged record. `Ok(false)` when the log does not hold `seq`.
+pub(super) fn damage_event(
+    log: &sled::Tree,
+    seq: u64,
+    damage: impl FnOnce(&mut Vec<u8>),
+) -> Result<bool> {
+    let Some(chunk) = log::chunk_at(log, seq)? else {
+        return Ok(false);
+    };
+    let mut frames: Vec<Vec<u8>> = codec::chunk_frames(&chunk.raw)
+        .map_err(|e| sled::Error::Unsupported(e.to_string()))?
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    damage(&mut frames[(seq - chunk.first) as usize]);
+    let raw = codec::encode_chunk(frames.iter().map(Vec::as_slice));
+    log.insert(codec::key(chunk.first), raw)?;
+    Ok(true)
 }
 
 fn corrupt_reason(e: &CodecError) -> String {

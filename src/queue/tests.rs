@@ -69,9 +69,11 @@ async fn sequence_keeps_rising_across_restarts_and_a_lost_meta_state_is_recounte
 
     let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
     let stats = outbox.stats();
+    // The outbox floor went with the meta state: the delivered event 1 is pending again (sent
+    // twice, never lost).
     assert_eq!(
         (stats.pending_events, stats.log_events, stats.durable_seq),
-        (2, 3, 3)
+        (3, 3, 3)
     );
     assert_eq!(append(&outbox, vec![ev(None, 4)]).await[0].seq, 4);
     outbox.shutdown().await;
@@ -158,14 +160,14 @@ async fn a_corrupt_record_is_reported_by_peek_and_dead_letters_with_its_raw_byte
     outbox.shutdown().await;
     drop(outbox);
 
-    let db = sled::open(dir.path()).unwrap();
-    let events = db.open_tree("events").unwrap();
-    let mut raw = events.get(codec::key(2)).unwrap().unwrap().to_vec();
-    let last = raw.len() - 1;
-    raw[last] ^= 0x40;
-    events.insert(codec::key(2), raw.clone()).unwrap();
-    db.flush().unwrap();
-    drop((events, db));
+    let mut raw = Vec::new();
+    let damaged = damage_stored_event(dir.path(), 2, |frame| {
+        let last = frame.len() - 1;
+        frame[last] ^= 0x40;
+        raw = frame.clone();
+    })
+    .unwrap();
+    assert!(damaged);
 
     let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
     let peeked = outbox.peek(10, u64::MAX).unwrap();
@@ -196,7 +198,10 @@ async fn retention_prunes_delivered_events_only_and_replay_from_before_it_asks_f
         ..config(dir.path())
     };
     let outbox = Outbox::open(dir.path(), &cfg, &[]).unwrap();
-    append(&outbox, (0..6).map(|i| ev(Some("r"), i)).collect()).await;
+    // One append at a time: a chunk each, so retention can take them one by one.
+    for i in 0..6 {
+        append(&outbox, vec![ev(Some("r"), i)]).await;
+    }
     outbox.ack(vec![1, 2, 4]).await.unwrap();
     outbox.prune().await.unwrap();
     let stats = outbox.stats();
@@ -222,6 +227,14 @@ async fn retention_prunes_delivered_events_only_and_replay_from_before_it_asks_f
         2,
         "acked below the floor: deleted at once"
     );
+
+    // Events appended together share a chunk, which goes once none of them is pending.
+    append(&outbox, (7..10).map(|i| ev(Some("r"), i)).collect()).await;
+    outbox.ack(vec![7, 9]).await.unwrap();
+    outbox.prune().await.unwrap();
+    assert_eq!(outbox.stats().log_events, 5, "event 8 keeps its chunk");
+    outbox.ack(vec![5, 6, 8]).await.unwrap();
+    assert_eq!(outbox.stats().log_events, 0, "{:?}", outbox.stats());
     outbox.shutdown().await;
 }
 
@@ -284,4 +297,90 @@ async fn interval_durability_flushes_and_syncs_on_its_own_timer() {
     }
     assert!(outbox.stats().flushes > 0, "no periodic flush and sync");
     outbox.shutdown().await;
+}
+
+/// A store as the first format wrote it: events 1..=6 in `events`; 1 and 3 delivered, 2, 4, 5, 6
+/// pending (4 failed twice), 3 delivered out of order.
+fn write_first_format(dir: &Path) -> Vec<Envelope> {
+    let db = sled::open(dir).unwrap();
+    let (events, pending) = (
+        db.open_tree("events").unwrap(),
+        db.open_tree("pending").unwrap(),
+    );
+    let envs: Vec<Envelope> = (1..=6)
+        .map(|seq| Envelope::sequenced(seq, ev(Some("r"), seq as usize)))
+        .collect();
+    let mut pending_bytes = 0;
+    for e in &envs {
+        let raw = codec::encode_envelope(e);
+        if ![1, 3].contains(&e.seq) {
+            let attempts: u32 = if e.seq == 4 { 2 } else { 0 };
+            let mut v = attempts.to_be_bytes().to_vec();
+            v.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+            pending.insert(codec::key(e.seq), v).unwrap();
+            pending_bytes += raw.len() as u64;
+        }
+        events.insert(codec::key(e.seq), raw).unwrap();
+        let trail = writer::route_index_key("r", e.seq);
+        db.open_tree("route_events")
+            .unwrap()
+            .insert(trail, &[])
+            .unwrap();
+    }
+    let old = writer::MetaV1 {
+        next_seq: 7,
+        pending_events: 4,
+        pending_bytes,
+        log_events: 6,
+        log_bytes: 0,
+        dead_letters: 0,
+        prune_floor: 1,
+    };
+    let body = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+    let mut meta = vec![writer::META_V1];
+    meta.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    meta.extend_from_slice(&body);
+    db.open_tree("meta").unwrap().insert("state", meta).unwrap();
+    db.flush().unwrap();
+    envs
+}
+
+#[tokio::test]
+async fn a_store_of_the_first_format_is_migrated_with_nothing_lost_or_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let envs = write_first_format(dir.path());
+    for next in [7, 8] {
+        // The second open finds the migrated store as it was left.
+        let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+        let peeked: Vec<(u64, u32)> = outbox
+            .peek(10, u64::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|p| match p {
+                Peeked::Event(e) => (e.seq, e.attempts),
+                Peeked::Corrupt { seq, reason } => panic!("{seq} corrupt: {reason}"),
+            })
+            .collect();
+        assert_eq!(peeked, vec![(2, 0), (4, 2), (5, 0), (6, 0)]);
+        let stats = outbox.stats();
+        assert_eq!((stats.pending_events, stats.log_events), (4, 6 + next - 7));
+        let trail: Vec<u64> = outbox
+            .route_events("r", 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(trail, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(append(&outbox, vec![ev(None, 7)]).await[0].seq, next);
+        outbox.ack(vec![next]).await.unwrap();
+        outbox.shutdown().await;
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let names: Vec<_> = db.tree_names();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.as_ref() == b"events" || n.as_ref() == b"pending")
+    );
+    assert_eq!(envs.len(), 6);
 }

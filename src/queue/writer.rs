@@ -1,7 +1,8 @@
 //! The single writer thread: group commit of every mutation.
 //!
 //! One loop: block for a request, take every other request already waiting (up to a group
-//! limit), *plan* them against the current state, *apply* the plan in one sled transaction,
+//! limit), *plan* them against the current state, *apply* the plan in one sled transaction (the
+//! group's events as a few chunks: see [`super::log`]),
 //! flush once if the durability mode asks for it, then answer every request and publish the
 //! new events. Planning reads the trees outside the transaction; that is safe because this thread
 //! is the only writer, and an overlay makes each request see the writes of earlier requests in
@@ -59,7 +60,8 @@ pub(super) enum Request {
     },
 }
 
-/// Counters and cursors, persisted in `meta` in the same transaction as the data. Frozen.
+/// Counters and cursors of the first format (separate `events` and `pending` trees), read only to
+/// migrate such a store ([`super::migrate`]). Frozen.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct MetaV1 {
     pub next_seq: u64,
@@ -71,8 +73,25 @@ pub(super) struct MetaV1 {
     pub prune_floor: u64,
 }
 
+/// Counters and cursors, persisted in `meta` in the same transaction as the data. Frozen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct MetaV2 {
+    pub next_seq: u64,
+    pub pending_events: u64,
+    pub pending_bytes: u64,
+    pub log_events: u64,
+    pub log_bytes: u64,
+    pub dead_letters: u64,
+    /// Events below this were pruned from the log unless still pending.
+    pub prune_floor: u64,
+    /// Every event below this has left the outbox (acknowledged or dead-lettered); above it,
+    /// the `done` tree names those that left out of order.
+    pub outbox_floor: u64,
+}
+
 pub(super) const META_KEY: &[u8] = b"state";
-const META_V1: u8 = 1;
+pub(super) const META_V1: u8 = 1;
+const META_V2: u8 = 2;
 /// Requests per group: bounds the time readers wait on the transaction.
 const GROUP_MAX: usize = 1024;
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
@@ -103,7 +122,7 @@ pub(super) fn start(
 
 /// Run the writer; if it panics, say so where readiness looks. Requests still queued are
 /// answered `Closed` as the channel drops.
-fn supervised(shared: Arc<Shared>, rx: mpsc::Receiver<Request>, meta: MetaV1) {
+fn supervised(shared: Arc<Shared>, rx: mpsc::Receiver<Request>, meta: MetaV2) {
     let guarded = shared.clone();
     let outcome =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(shared, rx, meta)));
@@ -141,19 +160,20 @@ fn start_interval_sync(shared: &Arc<Shared>) -> Result<()> {
         .map_err(|e| Error::Storage(sled::Error::Io(e)))
 }
 
-pub(super) fn encode_meta(meta: &MetaV1) -> Vec<u8> {
+pub(super) fn encode_meta(meta: &MetaV2) -> Vec<u8> {
     let body = bincode::serde::encode_to_vec(meta, bincode::config::standard())
         .expect("bincode encoding of plain structs cannot fail");
-    let mut out = vec![META_V1];
+    let mut out = vec![META_V2];
     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     out.extend_from_slice(&body);
     out
 }
 
-pub(super) fn decode_meta(bytes: &[u8]) -> Option<MetaV1> {
-    let (&version, rest) = bytes.split_first()?;
+/// The state if `bytes` is a valid frame of `version`.
+fn decode_meta_as<T: serde::de::DeserializeOwned>(bytes: &[u8], version: u8) -> Option<T> {
+    let (&v, rest) = bytes.split_first()?;
     let (crc, body) = rest.split_at_checked(4)?;
-    if version != META_V1 || crc32fast::hash(body).to_le_bytes() != crc {
+    if v != version || crc32fast::hash(body).to_le_bytes() != crc {
         return None;
     }
     bincode::serde::decode_from_slice(body, bincode::config::standard())
@@ -161,15 +181,27 @@ pub(super) fn decode_meta(bytes: &[u8]) -> Option<MetaV1> {
         .map(|(m, _)| m)
 }
 
-/// `[attempts u32 BE][stored bytes u32 BE]`
-pub(super) fn pending_value(attempts: u32, bytes: u64) -> Vec<u8> {
-    let mut v = attempts.to_be_bytes().to_vec();
-    v.extend_from_slice(&(bytes.min(u32::MAX as u64) as u32).to_be_bytes());
-    v
+pub(super) fn decode_meta(bytes: &[u8]) -> Option<MetaV2> {
+    decode_meta_as(bytes, META_V2)
 }
 
-/// `(attempts, stored bytes)`; a malformed value counts as no attempts and no bytes.
-pub(super) fn parse_pending(v: &[u8]) -> (u32, u64) {
+pub(super) fn decode_meta_v1(bytes: &[u8]) -> Option<MetaV1> {
+    decode_meta_as(bytes, META_V1)
+}
+
+/// `[attempts u32 BE]`, the value of the `attempts` tree.
+pub(super) fn attempts_value(attempts: u32) -> Vec<u8> {
+    attempts.to_be_bytes().to_vec()
+}
+
+/// Attempts from an `attempts` value (a malformed one counts as none).
+pub(super) fn parse_attempts(v: &[u8]) -> u32 {
+    v.try_into().map(u32::from_be_bytes).unwrap_or(0)
+}
+
+/// `(attempts, stored bytes)` from a first-format `pending` value (a malformed one counts as
+/// none).
+pub(super) fn parse_pending_v1(v: &[u8]) -> (u32, u64) {
     match v {
         [a0, a1, a2, a3, b0, b1, b2, b3] => (
             u32::from_be_bytes([*a0, *a1, *a2, *a3]),
@@ -188,7 +220,7 @@ pub(super) fn route_index_key(route_id: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV1) {
+fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut meta: MetaV2) {
     let trees = shared.trees.all();
     let strict = shared.config.durability == Durability::Strict;
     let mut last_prune = std::time::Instant::now();

@@ -408,16 +408,12 @@ async fn a_corrupted_record_on_disk_is_dead_lettered_and_all_others_are_delivere
     let dir = gw.stop().await;
 
     let victim = sent[7].seq;
-    {
-        let db = sled::open(dir.path().join("db")).expect("open the stopped gateway's db");
-        let events = db.open_tree("events").unwrap();
-        let key = victim.to_be_bytes();
-        let mut raw = events.get(key).unwrap().expect("stored").to_vec();
+    let damaged = routegate::queue::damage_stored_event(&dir.path().join("db"), victim, |raw| {
         let mid = raw.len() / 2;
         raw[mid] ^= 0xff;
-        events.insert(key, raw).unwrap();
-        db.flush().unwrap();
-    }
+    })
+    .expect("damage the stopped gateway's store");
+    assert!(damaged, "event {victim} is in the log");
 
     let bootstrap = cluster.bootstrap();
     let gw = TestGateway::spawn_in(dir, |s| kafka_settings(s, bootstrap, 1, 1)).await;

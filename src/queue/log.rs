@@ -1,0 +1,164 @@
+//! The event log as chunks: finding an event by sequence number, walking events in order.
+//!
+//! The `log` tree maps the first sequence number of a chunk to the chunk ([`codec::encode_chunk`]):
+//! the events of one writer group, consecutive, split at [`CHUNK_MAX_BYTES`]. One sled insert
+//! stores a whole group's events and one delete removes them, where a tree of single events cost
+//! an insert, an index entry and two deletes per event. Chunks never overlap; a chunk is written
+//! once and deleted whole (only when none of its events is pending any more).
+
+use sled::IVec;
+
+use super::codec::{self, CodecError};
+
+/// A chunk is closed once it holds this many bytes of frames. sled writes a value larger than a
+/// quarter of its 512 KiB segment as a file of its own, and rewrites a whole leaf (up to 17
+/// values) at once, so chunks stay small enough that a full leaf stays under that bound.
+pub(super) const CHUNK_MAX_BYTES: usize = 6 * 1024;
+
+/// One stored chunk.
+#[derive(Debug, Clone)]
+pub(super) struct Chunk {
+    pub(super) first: u64,
+    pub(super) raw: IVec,
+}
+
+impl Chunk {
+    pub(super) fn from_kv(key: &[u8], raw: IVec) -> Result<Chunk, CodecError> {
+        Ok(Chunk {
+            first: codec::seq_of(key)?,
+            raw,
+        })
+    }
+
+    /// The last sequence number the chunk claims (its first when even the count is unreadable).
+    pub(super) fn last(&self) -> u64 {
+        let count = codec::chunk_count(&self.raw).unwrap_or(1).max(1);
+        self.first + u64::from(count) - 1
+    }
+
+    /// `(seq, frame)` of every event, or why the chunk cannot be read.
+    pub(super) fn events(&self) -> Result<Vec<(u64, &[u8])>, CodecError> {
+        Ok((self.first..)
+            .zip(codec::chunk_frames(&self.raw)?)
+            .collect())
+    }
+
+    /// The frame of `seq`: `None` when the chunk does not hold it, an error when the chunk is
+    /// damaged.
+    pub(super) fn frame(&self, seq: u64) -> Option<Result<&[u8], CodecError>> {
+        if seq < self.first || seq > self.last() {
+            return None;
+        }
+        Some(codec::chunk_frames(&self.raw).map(|f| f[(seq - self.first) as usize]))
+    }
+}
+
+/// The chunk holding `seq`, if any.
+pub(super) fn chunk_at(log: &sled::Tree, seq: u64) -> sled::Result<Option<Chunk>> {
+    let Some((key, raw)) = log.range(..=codec::key(seq)).next_back().transpose()? else {
+        return Ok(None);
+    };
+    Ok(Chunk::from_kv(&key, raw).ok().filter(|c| c.last() >= seq))
+}
+
+/// Chunks in order, starting with the one holding `seq` (or the first after it).
+pub(super) fn chunks_from(
+    log: &sled::Tree,
+    seq: u64,
+) -> sled::Result<impl Iterator<Item = sled::Result<Chunk>> + use<>> {
+    let start = match chunk_at(log, seq)? {
+        Some(c) => c.first,
+        None => seq,
+    };
+    Ok(log.range(codec::key(start)..).filter_map(|kv| match kv {
+        Ok((k, v)) => Chunk::from_kv(&k, v).ok().map(Ok),
+        Err(e) => Some(Err(e)),
+    }))
+}
+
+/// Split a group's `(seq, frame)` list into chunks: `(first seq, chunk bytes)`.
+pub(super) fn into_chunks(frames: &[(u64, Vec<u8>)]) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, (_, f)) in frames.iter().enumerate() {
+        if i > start && bytes + f.len() > CHUNK_MAX_BYTES {
+            out.push(encode(&frames[start..i]));
+            (start, bytes) = (i, 0);
+        }
+        bytes += f.len();
+    }
+    if start < frames.len() {
+        out.push(encode(&frames[start..]));
+    }
+    out
+}
+
+fn encode(frames: &[(u64, Vec<u8>)]) -> (u64, Vec<u8>) {
+    let first = frames[0].0;
+    debug_assert!(frames.iter().zip(first..).all(|((s, _), e)| *s == e));
+    (
+        first,
+        codec::encode_chunk(frames.iter().map(|(_, f)| f.as_slice())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_split_at_the_byte_bound_and_keep_every_frame_in_order() {
+        let frames: Vec<(u64, Vec<u8>)> = (10..30).map(|s| (s, vec![s as u8; 1000])).collect();
+        let chunks = into_chunks(&frames);
+        assert!(chunks.len() >= 20_000 / CHUNK_MAX_BYTES);
+        let mut seen = Vec::new();
+        for (first, raw) in &chunks {
+            let chunk = Chunk {
+                first: *first,
+                raw: IVec::from(raw.as_slice()),
+            };
+            assert!(raw.len() <= CHUNK_MAX_BYTES + 64);
+            for (seq, f) in chunk.events().unwrap() {
+                assert_eq!(f, vec![seq as u8; 1000].as_slice());
+                seen.push(seq);
+            }
+        }
+        assert_eq!(seen, (10..30).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_bound_gets_a_chunk_of_its_own() {
+        let frames = vec![
+            (1, vec![1; 10]),
+            (2, vec![2; CHUNK_MAX_BYTES * 2]),
+            (3, vec![3; 10]),
+        ];
+        let firsts: Vec<u64> = into_chunks(&frames).iter().map(|c| c.0).collect();
+        assert_eq!(firsts, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn events_are_found_by_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let frames: Vec<(u64, Vec<u8>)> = (5..9).map(|s| (s, vec![s as u8])).collect();
+        for (first, raw) in into_chunks(&frames[..2])
+            .into_iter()
+            .chain(into_chunks(&frames[2..]))
+        {
+            log.insert(codec::key(first), raw).unwrap();
+        }
+        assert!(chunk_at(&log, 4).unwrap().is_none());
+        assert!(chunk_at(&log, 9).unwrap().is_none());
+        let c = chunk_at(&log, 7).unwrap().unwrap();
+        assert_eq!((c.first, c.last()), (7, 8));
+        assert_eq!(c.frame(8).unwrap().unwrap(), &[8]);
+        let firsts: Vec<u64> = chunks_from(&log, 6)
+            .unwrap()
+            .map(|c| c.unwrap().first)
+            .collect();
+        assert_eq!(firsts, vec![5, 7]);
+    }
+}
