@@ -223,9 +223,17 @@ fn endpoints(api: &Api) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// Everything but the health probes: counted against `http.max_in_flight`.
+/// Everything but the health probes: counted against `http.max_in_flight`. GPS fixes come first:
+/// they are most of the traffic, and every route tried before the matching one costs a rejection.
 fn admitted_endpoints(api: &Api) -> BoxedFilter<(Response,)> {
-    status::kafka_health(api.outbox.clone(), api.delivery.clone(), guard(api))
+    positions::positions(api.clone())
+        .boxed()
+        .or(status::kafka_health(
+            api.outbox.clone(),
+            api.delivery.clone(),
+            guard(api),
+        ))
+        .unify()
         .or(status::metrics(api.outbox.clone(), api.metrics.clone()))
         .unify()
         .or(admin::routes(
@@ -252,8 +260,6 @@ fn admitted_endpoints(api: &Api) -> BoxedFilter<(Response,)> {
         .or(routes::events(api.clone()).boxed())
         .unify()
         .or(optimize::reoptimize(api.clone()).boxed())
-        .unify()
-        .or(positions::positions(api.clone()).boxed())
         .unify()
         .boxed()
 }
