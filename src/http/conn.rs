@@ -18,6 +18,13 @@
 //!   that stops midway ends in a 408 and the connection is closed.
 //! * **Request targets the routes can serve**: a target that is not a path (authority-form,
 //!   `OPTIONS *`) is a 400 and `CONNECT` a 405, both JSON with a request id, before any route runs.
+//! * **Request heads hyper can parse**: a request line and headers of at most
+//!   [`MAX_HEAD_BYTES`] (128 KiB) with at most [`MAX_HEADERS`] (100) fields, a target of at
+//!   most [`MAX_URI_BYTES`] (65,534 bytes, hyper's own limit), and a well-formed request line,
+//!   headers and `Content-Length`. hyper answers any other head itself, before a route runs;
+//!   [`parse_errors`] puts the API's JSON error in place of its empty answer (431
+//!   `headers_too_large`, 414 `uri_too_long`, 400 `bad_request`, each with an `x-request-id`),
+//!   then the connection is closed.
 //!
 //! Every request carries the peer's address as a [`PeerAddr`] extension (warp's own is private
 //! to warp), which the rate limiter reads.
@@ -50,6 +57,8 @@ use warp::Filter;
 use warp::http::{HeaderValue, Method, Request, header};
 use warp::reply::Response;
 
+pub mod parse_errors;
+
 use super::error::ApiError;
 use super::observe;
 use crate::config::HttpConfig;
@@ -60,6 +69,14 @@ pub const PROBE_CONNECTIONS: usize = 16;
 /// File descriptors kept for everything but API connections: the store's files, the Kafka
 /// connections, the log, the WebSocket hub's own margin.
 pub const FD_RESERVE: u64 = 256;
+/// The largest request head (request line and headers) hyper reads: 431 past it. Large enough
+/// that a target past [`MAX_URI_BYTES`] gets its own 414.
+pub const MAX_HEAD_BYTES: usize = 128 * 1024;
+/// The most header fields a request may have: 431 past it. hyper's default, left unset: setting
+/// it, even to 100, makes hyper initialise its header array on every request.
+pub const MAX_HEADERS: usize = 100;
+/// The longest request target: 414 past it. hyper's own limit (`MAX_URI_LEN`), not configurable.
+pub const MAX_URI_BYTES: usize = u16::MAX as usize - 1;
 /// The derived cap never exceeds this many connections.
 const MAX_DERIVED: u64 = 16_384;
 
@@ -134,6 +151,7 @@ where
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
@@ -189,7 +207,7 @@ async fn serve_one<S>(
     S::Future: Send + 'static,
 {
     let conn = http
-        .serve_connection(TokioIo::new(stream), svc)
+        .serve_connection(TokioIo::new(parse_errors::Socket::new(stream)), svc)
         .with_upgrades();
     tokio::pin!(conn);
     let outcome = tokio::select! {

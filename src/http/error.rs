@@ -43,6 +43,13 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The request target is longer than the connection accepts (414); the connection is closed.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request line and headers are larger, or more, than the connection accepts (431); the
+    /// connection is closed.
+    #[error("{0}")]
+    HeadTooLarge(String),
     /// The body did not arrive within `http.body_timeout_ms` (408); the connection is closed.
     #[error("the request body did not arrive in time (http.body_timeout_ms)")]
     BodyTimeout,
@@ -104,7 +111,7 @@ impl ApiError {
         }
     }
 
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -114,6 +121,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge | ApiError::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -132,6 +141,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UriTooLong(_) => "uri_too_long",
+            ApiError::HeadTooLarge(_) => "headers_too_large",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::EventTooLarge(_) => "event_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -156,18 +167,7 @@ impl ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(cause = %cause, "request failed on local storage");
         }
-        let field = match &self {
-            ApiError::BadRequest { field, .. } => field.clone(),
-            ApiError::Unprocessable { field, .. } => Some(field.clone()),
-            ApiError::UnsupportedMediaType(_) => Some("content-type".into()),
-            _ => None,
-        };
-        let body = ErrorBody {
-            error: self.code(),
-            message: self.to_string(),
-            field,
-        };
-        let mut resp = reply::with_status(reply::json(&body), self.status()).into_response();
+        let mut resp = reply::with_status(reply::json(&self.body()), self.status()).into_response();
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -179,6 +179,27 @@ impl ApiError {
             );
         }
         resp
+    }
+}
+
+impl ApiError {
+    /// The JSON body of this error's response, for answers written without warp.
+    pub fn json_body(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body()).expect("an error body serializes")
+    }
+
+    fn body(&self) -> ErrorBody {
+        let field = match self {
+            ApiError::BadRequest { field, .. } => field.clone(),
+            ApiError::Unprocessable { field, .. } => Some(field.clone()),
+            ApiError::UnsupportedMediaType(_) => Some("content-type".into()),
+            _ => None,
+        };
+        ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+            field,
+        }
     }
 }
 

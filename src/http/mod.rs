@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! observe (request id, span, metrics by template)
-//!  └─ CORS (when http.cors_origins is set)
+//!  └─ CORS (when http.cors_origins is set; a same-origin request skips it)
 //!      └─ endpoint: path + method match ─▶ guard (rate limit 429, then token 401)
 //!                   ─▶ body (413, JSON 400 with field) ─▶ handler ─▶ store ─▶ outbox
 //!      └─ recover: every rejection ─▶ {error, message, field?}
@@ -282,9 +282,35 @@ pub fn routes(
         } else {
             cors = cors.allow_origins(api.cors_origins.iter().map(String::as_str));
         }
-        all.with(cors).map(Reply::into_response).boxed()
+        // warp's CORS filter refuses every `Origin` it was not given, the gateway's own pages
+        // included; a same-origin request needs no CORS, so it skips the filter. Its
+        // rejections are recovered in its own branch so that they never fall through to
+        // the CORS branch (which would run the endpoints a second time).
+        let own_pages = same_origin()
+            .and(all.clone().recover(error::recover).unify())
+            .boxed();
+        own_pages
+            .or(all.with(cors).map(Reply::into_response))
+            .unify()
+            .boxed()
     };
     observe::observed(with_cors.recover(error::recover).unify())
+}
+
+/// Passes a request whose `Origin` is the gateway's own (scheme + `Host`); anything else is
+/// rejected as not found (an unreadable header too), which `or` drops in favour of the other
+/// branch's outcome.
+fn same_origin() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("origin")
+        .and(warp::header::optional::<String>("host"))
+        .and_then(|origin: Option<String>, host: Option<String>| async move {
+            match (origin, host) {
+                (Some(o), Some(h)) if auth::origin::is_same_origin(&o, &h) => Ok(()),
+                _ => Err(warp::reject::not_found()),
+            }
+        })
+        .untuple_one()
+        .or_else(|_| async { Err(warp::reject::not_found()) })
 }
 
 /// Bind the API's listener with `TCP_NODELAY`, which the connections it accepts inherit (Linux

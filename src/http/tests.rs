@@ -220,6 +220,47 @@ async fn cors_preflight_is_answered_for_an_allowed_origin_only() {
     assert!(check_cors(&["not an origin".into()]).is_err());
 }
 
+#[tokio::test]
+async fn with_cors_origins_set_the_gateways_own_pages_still_read_and_write() {
+    let r = rig(|s| s.http.cors_origins = vec!["https://dash.example".into()]);
+    let routes = routes(r.api.clone());
+    let from = |origin: &'static str, method: &'static str, path: &'static str| {
+        warp::test::request()
+            .method(method)
+            .path(path)
+            .header("host", "gw.example:4000")
+            .header("origin", origin)
+            .header("content-type", "application/json")
+    };
+    let own = "http://gw.example:4000";
+    let res = from(own, "POST", "/traffic/routes/optimize")
+        .json(&seed())
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), 201, "{:?}", res.body());
+    let res = from(own, "GET", "/traffic/routes").reply(&routes).await;
+    assert_eq!(res.status(), 200, "{:?}", res.body());
+    let res = from(own, "GET", "/no/such/path").reply(&routes).await;
+    assert_eq!(
+        res.status(),
+        404,
+        "an error on the own-origin branch keeps its status"
+    );
+    let res = from("https://evil.example", "POST", "/traffic/routes/optimize")
+        .json(&seed())
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), 403, "a foreign origin is still refused");
+    let res = from("https://dash.example", "GET", "/traffic/routes")
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://dash.example"
+    );
+}
+
 /// A random JSON value, biased towards the API's own member names.
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

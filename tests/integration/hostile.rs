@@ -193,9 +193,132 @@ async fn unroutable_and_random_request_lines_get_4xx_and_never_panic() {
                 "request {i} {:?} got {status}: {answer}",
                 String::from_utf8_lossy(&request)
             );
+            assert!(
+                answer.to_ascii_lowercase().contains("\r\nx-request-id: "),
+                "request {i} {:?}: an answer without a request id: {answer}",
+                String::from_utf8_lossy(&request)
+            );
         }
     }
     let health = ask(b"GET /health/live HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec()).await;
+    assert_eq!(status_of(&health), Some(200), "{health}");
+    gw.terminate().await;
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !logged.contains("panicked"),
+        "the gateway panicked:\n{logged}"
+    );
+}
+
+/// An answer's status, headers (lower case) and JSON body.
+fn json_answer(answer: &str) -> (Option<u16>, String, serde_json::Value) {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    let body = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (status_of(answer), head.to_ascii_lowercase(), body)
+}
+
+/// Heads hyper cannot parse (hyper answers those itself, before any route runs) get the API's
+/// JSON error with a request id, on the first request of a connection or a later one, and the
+/// connection is closed after it.
+#[tokio::test]
+async fn unparsable_heads_get_json_errors_with_a_request_id_and_never_panic() {
+    let dir = Dir::fresh();
+    let log = dir.path().join("child.log");
+    let mut gw = ChildGateway::spawn_logging(dir.path(), &[], &log).await;
+    let addr = gw.addr;
+    let long_query = format!(
+        "GET /health/live?q={} HTTP/1.1\r\nHost: gw\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let many_headers = format!(
+        "GET /health/live HTTP/1.1\r\nHost: gw\r\n{}\r\n",
+        format!("X-Fill: {}\r\n", "b".repeat(1_000)).repeat(1_000)
+    );
+    let one_huge_header = format!(
+        "GET /health/live HTTP/1.1\r\nHost: gw\r\nX-Fill: {}\r\n\r\n",
+        "c".repeat(1 << 20)
+    );
+    let bad_length = "POST /traffic/routes/optimize HTTP/1.1\r\nHost: gw\r\n\
+                      Content-Type: application/json\r\nContent-Length: 12abc\r\n\r\n{}";
+    let two_lengths = "POST /traffic/routes/optimize HTTP/1.1\r\nHost: gw\r\n\
+                       Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}";
+    for (name, request, want, code) in [
+        (
+            "a 100 KB query string",
+            long_query.as_str(),
+            414,
+            "uri_too_long",
+        ),
+        (
+            "1 MB in 1,000 headers",
+            &many_headers,
+            431,
+            "headers_too_large",
+        ),
+        ("a 1 MB header", &one_huge_header, 431, "headers_too_large"),
+        ("a bad Content-Length", bad_length, 400, "bad_request"),
+        ("two Content-Lengths", two_lengths, 400, "bad_request"),
+    ] {
+        let answer = exchange(addr, request.as_bytes(), Duration::from_secs(5)).await;
+        let (status, head, body) = json_answer(&answer);
+        assert_eq!(status, Some(want), "{name}: {answer}");
+        assert_eq!(body["error"], code, "{name}: {answer}");
+        assert!(body["message"].is_string(), "{name}: {answer}");
+        assert!(head.contains("\r\nx-request-id: "), "{name}: {answer}");
+        assert!(head.contains("\r\nconnection: close"), "{name}: {answer}");
+    }
+
+    // A client still sending after its head was refused may finish sending: the gateway reads
+    // and discards the rest before it closes, so the close is no reset that could destroy the
+    // answer before the client reads it.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let fill = "X-Fill: d\r\n".repeat(50_000);
+    let mut sent = Vec::new();
+    for part in [
+        format!("GET /health/live HTTP/1.1\r\nHost: gw\r\n{fill}"),
+        fill.clone(),
+        fill,
+    ] {
+        sent.push(s.write_all(part.as_bytes()).await.map_err(|e| e.kind()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(sent.iter().all(Result::is_ok), "sending failed: {sent:?}");
+    let (closed, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "{answer}");
+    assert_eq!(
+        json_answer(&answer).2["error"],
+        "headers_too_large",
+        "{answer}"
+    );
+
+    // The second request of a keep-alive connection: the first is served, the second refused.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /health/live HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut first))
+        .await
+        .expect("the first answer")
+        .unwrap();
+    let first = String::from_utf8_lossy(&first[..n]).into_owned();
+    assert_eq!(status_of(&first), Some(200), "{first}");
+    s.write_all(b"GET /health/live HTTP/1.1\r\nHost: gw\r\nContent-Length: -1\r\n\r\n")
+        .await
+        .unwrap();
+    let (closed, second) = closed_within(&mut s, Duration::from_secs(5)).await;
+    let (status, head, body) = json_answer(&second);
+    assert!(closed, "the connection stays open after: {second}");
+    assert_eq!(status, Some(400), "{second}");
+    assert_eq!(body["error"], "bad_request", "{second}");
+    assert!(head.contains("\r\nx-request-id: "), "{second}");
+
+    let health = exchange(
+        addr,
+        b"GET /health/live HTTP/1.1\r\nHost: gw\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(status_of(&health), Some(200), "{health}");
     gw.terminate().await;
     let logged = std::fs::read_to_string(&log).unwrap_or_default();

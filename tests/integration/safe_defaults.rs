@@ -158,6 +158,40 @@ async fn listed_cors_origins_may_write() {
 }
 
 #[tokio::test]
+async fn with_cors_origins_set_the_gateways_own_pages_still_write_and_open_the_websocket() {
+    let gw =
+        TestGateway::spawn(|s| s.http.cors_origins = vec!["https://dash.example".into()]).await;
+    let own = format!("http://{}", gw.addr);
+    let (status, body) = send(
+        &gw,
+        Method::POST,
+        "/traffic/routes/optimize",
+        &seed(),
+        &[JSON, ("origin", &own)],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ws = gw
+        .ws_url("/traffic/routes/ws")
+        .as_str()
+        .into_client_request()
+        .unwrap();
+    ws.headers_mut().insert("origin", own.parse().unwrap());
+    tokio_tungstenite::connect_async(ws)
+        .await
+        .expect("the dashboard's own WebSocket connects");
+    let (status, _) = send(
+        &gw,
+        Method::POST,
+        "/traffic/routes/optimize",
+        &seed(),
+        &[JSON, ("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(status, 403, "other origins are still refused");
+}
+
+#[tokio::test]
 async fn a_websocket_from_a_foreign_origin_is_refused_and_a_same_origin_one_connects() {
     let gw = TestGateway::spawn(|_| {}).await;
     let url = gw.ws_url("/traffic/routes/ws");

@@ -65,6 +65,12 @@ impl Origins {
     }
 }
 
+/// Whether a request with this `Origin` and `Host` comes from a page the gateway served itself
+/// (the dashboard): same host and port, a missing port being the scheme's default.
+pub fn is_same_origin(origin: &str, host: &str) -> bool {
+    same_origin(&origin.to_ascii_lowercase(), host)
+}
+
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.get_all(header::UPGRADE).iter().any(|v| {
         v.to_str()
