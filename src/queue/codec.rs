@@ -73,21 +73,46 @@ pub struct DeadLetterV1 {
     pub raw: Vec<u8>,
 }
 
-/// Version byte of chunks: the values of the `log` tree.
+/// Version byte of a plain chunk (only ever the inside of a [`CHUNK_V2`] now).
 pub const CHUNK_V1: u8 = 1;
-/// Bytes of a chunk's header before its length table: version and count.
+/// Version byte of a compressed chunk: the values of the `log` tree.
+pub const CHUNK_V2: u8 = 2;
+/// Bytes of a plain chunk's header before its length table: version and count.
 const CHUNK_HEADER: usize = 5;
+/// Bytes of a compressed chunk's header: version, count, plain length, CRC-32.
+const CHUNK_V2_HEADER: usize = 13;
+/// zstd's fastest level: a chunk of GPS fixes shrinks 3–5 times at a few % of a core.
+const CHUNK_ZSTD_LEVEL: i32 = 1;
 
 /// A chunk: consecutive event frames stored under the first one's sequence number.
 ///
 /// ```text
-/// [u8 CHUNK_V1][u32 LE count][count × u32 LE frame length][frame 0][frame 1]…
+/// plain (v1):      [u8 1][u32 LE count][count × u32 LE frame length][frame 0][frame 1]…
+/// compressed (v2): [u8 2][u32 LE count][u32 LE plain length][u32 LE CRC-32 of the rest][zstd of the plain chunk]
 /// ```
 ///
 /// Frame `i` is the event with sequence number `first + i`, an [`encode_envelope`] frame with
-/// its own checksum, so a damaged event spoils only itself; a damaged length table spoils the
-/// chunk (every event in it is reported corrupt). Frozen, like the `*V1` structs.
+/// its own checksum, so a damaged event spoils only itself; a damaged length table or
+/// compressed body spoils the chunk (every event in it is reported corrupt). The count sits
+/// outside the compressed body, so the sequence numbers a chunk covers are known even then.
+/// Frozen, like the `*V1` structs.
 pub fn encode_chunk<'a>(frames: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let plain = encode_plain_chunk(frames);
+    let packed = COMPRESSOR.with(|c| {
+        c.borrow_mut()
+            .compress(&plain)
+            .expect("zstd compresses any input into a growable buffer")
+    });
+    let mut out = Vec::with_capacity(CHUNK_V2_HEADER + packed.len());
+    out.push(CHUNK_V2);
+    out.extend_from_slice(&plain[1..CHUNK_HEADER]);
+    out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&packed).to_le_bytes());
+    out.extend_from_slice(&packed);
+    out
+}
+
+fn encode_plain_chunk<'a>(frames: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
     let body: usize = frames.clone().map(|f| f.len() + 4).sum();
     let mut out = Vec::with_capacity(CHUNK_HEADER + body);
     out.push(CHUNK_V1);
@@ -101,17 +126,65 @@ pub fn encode_chunk<'a>(frames: impl ExactSizeIterator<Item = &'a [u8]> + Clone)
     out
 }
 
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<zstd::bulk::Compressor<'static>> = std::cell::RefCell::new(
+        zstd::bulk::Compressor::new(CHUNK_ZSTD_LEVEL).expect("zstd level 1 exists"),
+    );
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
 /// How many frames a chunk says it holds, without checking the rest.
 pub fn chunk_count(bytes: &[u8]) -> Result<u32, CodecError> {
     match bytes {
-        [CHUNK_V1, a, b, c, d, ..] => Ok(u32::from_le_bytes([*a, *b, *c, *d])),
+        [CHUNK_V1 | CHUNK_V2, a, b, c, d, ..] => Ok(u32::from_le_bytes([*a, *b, *c, *d])),
         [other, _, _, _, _, ..] => Err(CodecError::UnknownVersion(*other)),
         _ => Err(CodecError::Truncated(bytes.len())),
     }
 }
 
-/// The frames of a chunk, in order; an error when the structure does not add up.
+/// A stored chunk as a plain one: decompressed (after its checksum is checked) when it is
+/// compressed, as it is when it is plain.
+pub fn plain_chunk(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, CodecError> {
+    chunk_count(bytes)?;
+    if bytes[0] == CHUNK_V1 {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    if bytes.len() < CHUNK_V2_HEADER {
+        return Err(CodecError::Truncated(bytes.len()));
+    }
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let (plain_len, stored) = (word(5) as usize, word(9));
+    let packed = &bytes[CHUNK_V2_HEADER..];
+    let computed = crc32fast::hash(packed);
+    if stored != computed {
+        return Err(CodecError::Checksum { stored, computed });
+    }
+    if plain_len > DECODE_LIMIT {
+        return Err(CodecError::Chunk(format!("claims {plain_len} plain bytes")));
+    }
+    let plain = DECOMPRESSOR
+        .with(|d| match d.borrow_mut().as_mut() {
+            Some(d) => d.decompress(packed, plain_len),
+            None => zstd::bulk::decompress(packed, plain_len),
+        })
+        .map_err(|e| CodecError::Chunk(format!("cannot decompress: {e}")))?;
+    if plain.len() != plain_len || chunk_count(&plain)? != chunk_count(bytes)? {
+        return Err(CodecError::Chunk(
+            "the compressed body does not match its header".into(),
+        ));
+    }
+    Ok(std::borrow::Cow::Owned(plain))
+}
+
+/// The frames of a plain chunk ([`plain_chunk`]), in order; an error when the structure does
+/// not add up.
 pub fn chunk_frames(bytes: &[u8]) -> Result<Vec<&[u8]>, CodecError> {
+    if bytes.first() == Some(&CHUNK_V2) {
+        return Err(CodecError::Chunk(
+            "compressed: open it with plain_chunk first".into(),
+        ));
+    }
     let count = chunk_count(bytes)? as usize;
     let table_end = count
         .checked_mul(4)
@@ -333,12 +406,29 @@ mod tests {
         fn chunks_round_trip(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..20)) {
             let encoded = encode_chunk(frames.iter().map(Vec::as_slice));
             prop_assert_eq!(chunk_count(&encoded).unwrap() as usize, frames.len());
-            let decoded: Vec<Vec<u8>> = chunk_frames(&encoded).unwrap().into_iter().map(<[u8]>::to_vec).collect();
+            let plain = plain_chunk(&encoded).unwrap();
+            let decoded: Vec<Vec<u8>> = chunk_frames(&plain).unwrap().into_iter().map(<[u8]>::to_vec).collect();
             prop_assert_eq!(decoded, frames);
         }
 
         #[test]
+        fn any_single_bit_flip_in_a_compressed_chunk_is_detected(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..64), 1..8),
+            pos in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let mut encoded = encode_chunk(frames.iter().map(Vec::as_slice));
+            let i = pos.index(encoded.len());
+            encoded[i] ^= 1 << bit;
+            // The body is covered by the checksum, the count and length by the body.
+            prop_assert!(plain_chunk(&encoded).is_err());
+        }
+
+        #[test]
         fn damaged_chunks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(plain) = plain_chunk(&bytes) {
+                let _ = chunk_frames(&plain);
+            }
             let _ = chunk_frames(&bytes);
             let _ = chunk_count(&bytes);
         }
@@ -346,11 +436,26 @@ mod tests {
 
     #[test]
     fn a_chunk_whose_table_does_not_add_up_is_refused() {
-        let mut encoded = encode_chunk([&b"abc"[..], &b"de"[..]].into_iter());
+        let mut encoded = encode_plain_chunk([&b"abc"[..], &b"de"[..]].into_iter());
         encoded[5] = 9;
         assert!(matches!(chunk_frames(&encoded), Err(CodecError::Chunk(_))));
         encoded.truncate(3);
         assert_eq!(chunk_frames(&encoded), Err(CodecError::Truncated(3)));
+    }
+
+    #[test]
+    fn a_chunk_of_gps_fixes_is_stored_in_a_fraction_of_its_size() {
+        let fixes: Vec<Vec<u8>> = (0..12)
+            .map(|i| {
+                let fix = format!(
+                    r#"{{"vehicleId":"v-{i:04}","latitude":40.71{i:02},"longitude":-74.00{i:02},"timestamp":"2026-12-01T09:00:{i:02}Z","speedKmh":42.{i}}}"#
+                );
+                encode_envelope(&Envelope::sequenced(i, crate::events::NewEvent::now("vehicle.position", "positions", "v", None, &fix)))
+            })
+            .collect();
+        let plain: usize = fixes.iter().map(Vec::len).sum();
+        let stored = encode_chunk(fixes.iter().map(Vec::as_slice)).len();
+        assert!(stored * 2 < plain, "{stored} of {plain} bytes");
     }
 
     #[test]

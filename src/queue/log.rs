@@ -10,37 +10,48 @@ use sled::IVec;
 
 use super::codec::{self, CodecError};
 
-/// A chunk is closed once it holds this many bytes of frames. sled writes a value larger than a
-/// quarter of its 512 KiB segment as a file of its own, and rewrites a whole leaf (up to 17
-/// values) at once, so chunks stay small enough that a full leaf stays under that bound.
+/// A chunk is closed once it holds this many bytes of frames (before compression). sled writes
+/// a value larger than a quarter of its 512 KiB segment as a file of its own, and rewrites a
+/// whole leaf (up to 17 values) at once, so chunks stay small enough that a full leaf stays
+/// under that bound even when their frames do not compress.
 pub(super) const CHUNK_MAX_BYTES: usize = 6 * 1024;
 
-/// One stored chunk.
+/// One stored chunk, opened.
 #[derive(Debug, Clone)]
 pub(super) struct Chunk {
     pub(super) first: u64,
-    pub(super) raw: IVec,
+    /// Events the chunk holds by its header (at least 1).
+    count: u32,
+    /// Bytes it takes in the tree.
+    pub(super) stored: usize,
+    /// The plain chunk, or why it cannot be had.
+    plain: Result<IVec, CodecError>,
 }
 
 impl Chunk {
-    pub(super) fn from_kv(key: &[u8], raw: IVec) -> Result<Chunk, CodecError> {
+    pub(super) fn from_kv(key: &[u8], raw: &[u8]) -> Result<Chunk, CodecError> {
         Ok(Chunk {
             first: codec::seq_of(key)?,
-            raw,
+            count: codec::chunk_count(raw).unwrap_or(1).max(1),
+            stored: raw.len(),
+            plain: codec::plain_chunk(raw).map(|p| IVec::from(p.as_ref())),
         })
     }
 
     /// The last sequence number the chunk claims (its first when even the count is unreadable).
     pub(super) fn last(&self) -> u64 {
-        let count = codec::chunk_count(&self.raw).unwrap_or(1).max(1);
-        self.first + u64::from(count) - 1
+        self.first + u64::from(self.count) - 1
     }
 
     /// `(seq, frame)` of every event, or why the chunk cannot be read.
     pub(super) fn events(&self) -> Result<Vec<(u64, &[u8])>, CodecError> {
-        Ok((self.first..)
-            .zip(codec::chunk_frames(&self.raw)?)
-            .collect())
+        Ok((self.first..).zip(self.frames()?).collect())
+    }
+
+    /// The frames, in order, or why the chunk cannot be read.
+    pub(super) fn frames(&self) -> Result<Vec<&[u8]>, CodecError> {
+        let plain = self.plain.as_ref().map_err(Clone::clone)?;
+        codec::chunk_frames(plain)
     }
 
     /// The frame of `seq`: `None` when the chunk does not hold it, an error when the chunk is
@@ -49,7 +60,11 @@ impl Chunk {
         if seq < self.first || seq > self.last() {
             return None;
         }
-        Some(codec::chunk_frames(&self.raw).map(|f| f[(seq - self.first) as usize]))
+        Some(self.frames().and_then(|f| {
+            f.get((seq - self.first) as usize)
+                .copied()
+                .ok_or_else(|| CodecError::Chunk("fewer frames than its count".into()))
+        }))
     }
 }
 
@@ -58,7 +73,7 @@ pub(super) fn chunk_at(log: &sled::Tree, seq: u64) -> sled::Result<Option<Chunk>
     let Some((key, raw)) = log.range(..=codec::key(seq)).next_back().transpose()? else {
         return Ok(None);
     };
-    Ok(Chunk::from_kv(&key, raw).ok().filter(|c| c.last() >= seq))
+    Ok(Chunk::from_kv(&key, &raw).ok().filter(|c| c.last() >= seq))
 }
 
 /// Chunks in order, starting with the one holding `seq` (or the first after it).
@@ -71,7 +86,7 @@ pub(super) fn chunks_from(
         None => seq,
     };
     Ok(log.range(codec::key(start)..).filter_map(|kv| match kv {
-        Ok((k, v)) => Chunk::from_kv(&k, v).ok().map(Ok),
+        Ok((k, v)) => Chunk::from_kv(&k, &v).ok().map(Ok),
         Err(e) => Some(Err(e)),
     }))
 }
@@ -114,10 +129,7 @@ mod tests {
         assert!(chunks.len() >= 20_000 / CHUNK_MAX_BYTES);
         let mut seen = Vec::new();
         for (first, raw) in &chunks {
-            let chunk = Chunk {
-                first: *first,
-                raw: IVec::from(raw.as_slice()),
-            };
+            let chunk = Chunk::from_kv(&codec::key(*first), raw).unwrap();
             assert!(raw.len() <= CHUNK_MAX_BYTES + 64);
             for (seq, f) in chunk.events().unwrap() {
                 assert_eq!(f, vec![seq as u8; 1000].as_slice());

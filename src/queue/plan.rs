@@ -515,7 +515,7 @@ impl<'a> Plan<'a> {
         let events = chunk.events().unwrap_or_default();
         let (count, bytes) = match events.is_empty() {
             // A damaged table: count the chunk as its claimed events and its whole size.
-            true => (chunk.last() - chunk.first + 1, chunk.raw.len() as u64),
+            true => (chunk.last() - chunk.first + 1, chunk.stored as u64),
             false => (
                 events.len() as u64,
                 events.iter().map(|(_, f)| f.len() as u64).sum(),

@@ -198,7 +198,7 @@ impl Outbox {
                 }
                 seq += 1;
             }
-            let frames = chunk_frames(&chunk);
+            let frames = chunk.frames();
             for s in seq.max(chunk.first)..=chunk.last() {
                 if full(&out, bytes) {
                     break 'chunks;
@@ -406,11 +406,6 @@ fn dead_letter(seq: u64, raw: &[u8]) -> DeadLetter {
     }
 }
 
-/// A chunk's frames, or why they cannot be read.
-fn chunk_frames(chunk: &Chunk) -> Result<Vec<&[u8]>, CodecError> {
-    codec::chunk_frames(&chunk.raw)
-}
-
 /// Rewrite the stored bytes of event `seq` in place with `damage`, as disk corruption would: for
 /// tests of what happens to a damaged record. `Ok(false)` when the log does not hold `seq`.
 pub(super) fn damage_event(
@@ -421,7 +416,8 @@ pub(super) fn damage_event(
     let Some(chunk) = log::chunk_at(log, seq)? else {
         return Ok(false);
     };
-    let mut frames: Vec<Vec<u8>> = codec::chunk_frames(&chunk.raw)
+    let mut frames: Vec<Vec<u8>> = chunk
+        .frames()
         .map_err(|e| sled::Error::Unsupported(e.to_string()))?
         .into_iter()
         .map(<[u8]>::to_vec)
