@@ -19,7 +19,7 @@
 //! | `meta`         | `state`                  | counters and cursors (`writer::MetaV2`)         |
 //! | domain trees   | chosen by `store/`       | route records, written atomically with events   |
 //!
-//! A group's events are written as one chunk (split at a few KiB, [`log`]): one sled insert for
+//! A group's events are written as one chunk (split at a few KiB, module `log`): one sled insert for
 //! many events. **The outbox needs no entry per event**: an event is pending when its sequence
 //! number is at or above the *outbox floor* (in `meta`), below `next_seq`, and not in `done`.
 //! Acks in order only move the floor; an ack out of order (or a dead letter) adds a `done` entry,
