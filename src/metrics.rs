@@ -125,6 +125,11 @@ pub fn ws_connections(n: usize) {
     gauge!("routegate_ws_connections").set(n as f64);
 }
 
+/// A WebSocket client that fell behind was caught up from the event log on its connection.
+pub fn ws_caught_up() {
+    counter!("routegate_ws_catch_ups_total").increment(1);
+}
+
 pub fn ws_dropped(reason: &'static str) {
     counter!("routegate_ws_disconnects_total", "reason" => reason).increment(1);
 }

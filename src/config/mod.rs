@@ -288,9 +288,13 @@ pub struct OptimizeConfig {
 #[serde(deny_unknown_fields)]
 pub struct WebSocketConfig {
     pub max_connections: u32,
-    /// Messages buffered per connection; a client further behind is told `lagged` and closed.
+    /// Messages buffered per connection; a client that falls further behind is caught up from
+    /// the event log on the same connection.
     pub buffer_messages: u32,
     pub ping_interval_ms: u64,
+    /// How far behind the newest event (in events) a client may be and still be caught up from
+    /// the log; further behind, it is told `lagged` and closed. 0: never catch up.
+    pub max_lag_events: u64,
 }
 
 /// Logging.
@@ -385,6 +389,7 @@ impl Default for Settings {
             websocket: WebSocketConfig {
                 max_connections: 20_000,
                 buffer_messages: 256,
+                max_lag_events: 100_000,
                 ping_interval_ms: 20_000,
             },
             log: LogConfig {

@@ -242,24 +242,26 @@ async fn connect_small_window(gw: &TestGateway, query: &str) -> Client {
     client
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_told_lagged_and_closed_while_others_get_everything() {
-    let _heavy = MEMORY_HEAVY.lock().await;
-    let gw = TestGateway::spawn(|s| s.websocket.buffer_messages = 32).await;
-    let mut slow = connect_small_window(&gw, "").await;
+/// Events of [`burst_past_a_slow_client`], each with a 64 KiB blob.
+const BURST: u64 = 240;
+
+/// Connect a client that does not read yet and one that does, append [`BURST`] large events and
+/// check that the reading one got all of them in order. Returns the slow client and the `seq`
+/// of its `hello`.
+async fn burst_past_a_slow_client(gw: &TestGateway) -> (Client, u64) {
+    let mut slow = connect_small_window(gw, "").await;
     let start = hello(&mut slow).await["seq"].as_u64().unwrap();
-    let mut steady = connect(&gw, "").await;
+    let mut steady = connect(gw, "").await;
     hello(&mut steady).await;
-    const EVENTS: u64 = 240;
     let reader = tokio::spawn(async move {
         let mut got = Vec::new();
-        while (got.len() as u64) < EVENTS {
+        while (got.len() as u64) < BURST {
             got.push(next_event(&mut steady).await["data"]["n"].as_u64().unwrap());
         }
         got
     });
     let blob = "x".repeat(64 * 1024);
-    for batch in 0..EVENTS / 4 {
+    for batch in 0..BURST / 4 {
         let events = (0..4)
             .map(|i| {
                 let payload = serde_json::json!({"n": batch * 4 + i, "blob": blob});
@@ -276,8 +278,59 @@ async fn a_client_that_stops_reading_is_told_lagged_and_closed_while_others_get_
             .expect("ingest is never held up");
     }
     let steady_got = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
-    assert_eq!(steady_got, (0..EVENTS).collect::<Vec<_>>());
+    assert_eq!(steady_got, (0..BURST).collect::<Vec<_>>());
+    (slow, start)
+}
 
+/// `routegate_ws_catch_ups_total` on `/metrics` (0 before the first).
+async fn catch_ups(gw: &TestGateway) -> u64 {
+    let text = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix("routegate_ws_catch_ups_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_caught_up_on_its_connection_while_others_get_everything() {
+    let _heavy = MEMORY_HEAVY.lock().await;
+    let gw = TestGateway::spawn(|s| s.websocket.buffer_messages = 32).await;
+    let before = catch_ups(&gw).await;
+    let (mut slow, _) = burst_past_a_slow_client(&gw).await;
+    let mut ns = Vec::new();
+    while (ns.len() as u64) < BURST {
+        let v = tokio::time::timeout(WAIT, next_json(&mut slow))
+            .await
+            .expect("the slow client gets the rest on its connection");
+        let kind = v["type"].as_str().unwrap_or_default().to_string();
+        assert_eq!(kind, VEHICLE_POSITION, "no lagged, no second hello");
+        ns.push(v["data"]["n"].as_u64().unwrap());
+    }
+    assert_eq!(ns, (0..BURST).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert!(
+        catch_ups(&gw).await > before,
+        "the slow client fell behind and was caught up"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_too_far_behind_is_told_lagged_and_closed_while_others_get_everything() {
+    let _heavy = MEMORY_HEAVY.lock().await;
+    let gw = TestGateway::spawn(|s| {
+        s.websocket.buffer_messages = 32;
+        s.websocket.max_lag_events = 1;
+    })
+    .await;
+    let (mut slow, start) = burst_past_a_slow_client(&gw).await;
     let mut slow_got = Vec::new();
     let lagged = loop {
         let v = next_json(&mut slow).await;
@@ -290,7 +343,7 @@ async fn a_client_that_stops_reading_is_told_lagged_and_closed_while_others_get_
         .last()
         .map_or(start, |v| v["seq"].as_u64().unwrap());
     assert_eq!(lagged["seq"], last, "lagged names the last event delivered");
-    assert!((slow_got.len() as u64) < EVENTS, "the slow client lagged");
+    assert!((slow_got.len() as u64) < BURST, "the slow client lagged");
     let close = next(&mut slow).await.expect_err("closed after lagged");
     assert_eq!(close.map(|c| c.0), Some(CloseCode::Library(4000)));
 
@@ -298,7 +351,7 @@ async fn a_client_that_stops_reading_is_told_lagged_and_closed_while_others_get_
     let mut resumed = connect(&gw, &format!("?since={since}")).await;
     hello(&mut resumed).await;
     let mut rest = Vec::new();
-    while (slow_got.len() + rest.len()) < EVENTS as usize {
+    while (slow_got.len() + rest.len()) < BURST as usize {
         rest.push(next_event(&mut resumed).await);
     }
     let ns: Vec<u64> = slow_got
@@ -308,7 +361,7 @@ async fn a_client_that_stops_reading_is_told_lagged_and_closed_while_others_get_
         .collect();
     assert_eq!(
         ns,
-        (0..EVENTS).collect::<Vec<_>>(),
+        (0..BURST).collect::<Vec<_>>(),
         "lagged then resumed: no gap, no duplicate"
     );
     gw.stop().await;

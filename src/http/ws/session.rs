@@ -2,9 +2,12 @@
 //!
 //! A session is one task that polls, in one `select!`: the shutdown token, its lag signal, the
 //! peer (only a pong counts as alive: two ping intervals without one end the session) and the
-//! work, which is `hello`, the replay, then the live queue with a ping every interval. Whatever
-//! ends it, the session then says why (a close frame, preceded by `lagged` when it fell behind)
-//! under a deadline, and drops the socket.
+//! work, which is `hello`, the replay, then the live queue with a ping every interval. When the
+//! router drops the connection because it fell behind, the session does not end: it replays
+//! what it missed from the log after its cursor (as a `since` resume does, without a second
+//! `hello`) and follows live again, unless it is more than `websocket.max_lag_events` behind.
+//! Whatever ends it, the session then says why (a close frame, preceded by `lagged` when it fell
+//! too far behind) under a deadline, and drops the socket.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +96,10 @@ enum End {
     Failed(Error),
 }
 
-/// Serve one connection until it ends.
+/// Serve one connection until it ends. A connection that falls behind (its queue filled while
+/// its socket did not take data) is caught up from the log on the same connection, the way a
+/// `since` resume is, as long as it is within `websocket.max_lag_events` of the newest event;
+/// further behind it ends with `lagged`.
 pub(super) async fn run<T>(hub: Hub, slot: Slot, socket: WebSocketStream<T>, request: Request)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
@@ -101,22 +107,35 @@ where
     let _slot = slot;
     let (sink, mut stream) = socket.split();
     let interval = Duration::from_millis(hub.config().ping_interval_ms);
-    let link = Arc::new(Link::default());
+    let mut link = Arc::new(Link::default());
     let sink = Watched {
         inner: sink,
         link: link.clone(),
     };
     let mut out = Out::new(sink, interval);
-    let end = {
-        let work = serve(&hub, &mut out, &request, &link);
-        let peer = watch_peer(&mut stream, 2 * interval);
-        tokio::select! {
-            biased;
-            () = hub.shutdown().cancelled() => End::Shutdown,
-            () = link.lagged() => End::Lagged,
-            end = peer => end,
-            end = work => end,
+    let mut request = request;
+    let mut announce = true;
+    let mut alive_until = tokio::time::Instant::now() + 2 * interval;
+    let end = loop {
+        let end = {
+            let work = serve(&hub, &mut out, &request, &link, announce);
+            let peer = watch_peer(&mut stream, 2 * interval, &mut alive_until);
+            tokio::select! {
+                biased;
+                () = hub.shutdown().cancelled() => End::Shutdown,
+                () = link.lagged() => End::Lagged,
+                end = peer => end,
+                end = work => end,
+            }
+        };
+        if !matches!(end, End::Lagged) || !within_reach(&hub, &out) {
+            break end;
         }
+        metrics::ws_caught_up();
+        request.since = Some(out.cursor.position());
+        announce = false;
+        link = Arc::new(Link::default());
+        out.sink.link = link.clone();
     };
     let end = match end {
         End::Failed(Error::Socket(WsError::WriteBufferFull(_))) => End::SlowReader,
@@ -126,12 +145,29 @@ where
     finish(&hub, end, out, stream).await;
 }
 
-/// `hello`, the replay, then live events; returns only when the session must end.
-async fn serve<S>(hub: &Hub, out: &mut Out<S>, request: &Request, link: &Arc<Link>) -> End
+/// Whether a connection that lagged is close enough to the newest event to be caught up.
+fn within_reach<S>(hub: &Hub, out: &Out<S>) -> bool {
+    let behind = hub
+        .outbox()
+        .durable_seq()
+        .saturating_sub(out.cursor.position());
+    let bound = hub.config().max_lag_events;
+    bound > 0 && behind <= bound
+}
+
+/// `hello` (unless this is a catch-up), the replay, then live events; returns only when the
+/// session must end.
+async fn serve<S>(
+    hub: &Hub,
+    out: &mut Out<S>,
+    request: &Request,
+    link: &Arc<Link>,
+    announce: bool,
+) -> End
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    let started = start(hub, out, request, link).await;
+    let started = start(hub, out, request, link, announce).await;
     let (_registration, mut queue) = match started {
         Ok(r) => r,
         Err(e) => return End::Failed(e),
@@ -151,6 +187,7 @@ async fn start<S>(
     out: &mut Out<S>,
     request: &Request,
     link: &Arc<Link>,
+    announce: bool,
 ) -> Result<(Registration, mpsc::Receiver<Arc<Frame>>), Error>
 where
     S: Sink<Message, Error = WsError> + Unpin,
@@ -173,8 +210,10 @@ where
         return Ok((registration, queue));
     };
     out.cursor = Cursor::at(since);
-    out.control(message::hello_text(since, head, kafka, Utc::now()))
-        .await?;
+    if announce {
+        out.control(message::hello_text(since, head, kafka, Utc::now()))
+            .await?;
+    }
     let mut reset = catch_up(hub, out, &request.filter).await?;
     let (registration, queue, routed) = hub.register(&request.filter, link.clone());
     if reset.is_none() {
@@ -284,16 +323,20 @@ where
 /// Reads the peer until it closes, fails or sends no pong for `silence`. Only a pong counts as
 /// alive: it answers one of our pings, so the client reads. Anything else (pings above all, each
 /// of which queues a pong) is read and dropped, and keeps no client alive that does not read.
-async fn watch_peer<St>(stream: &mut St, silence: Duration) -> End
+/// `deadline` outlives one call: a catch-up restarts this watch without granting more time.
+async fn watch_peer<St>(
+    stream: &mut St,
+    silence: Duration,
+    deadline: &mut tokio::time::Instant,
+) -> End
 where
     St: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let mut deadline = tokio::time::Instant::now() + silence;
     loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
+        match tokio::time::timeout_at(*deadline, stream.next()).await {
             Err(_) => return End::PeerTimeout,
             Ok(None | Some(Ok(Message::Close(_)))) => return End::PeerClosed,
-            Ok(Some(Ok(Message::Pong(_)))) => deadline = tokio::time::Instant::now() + silence,
+            Ok(Some(Ok(Message::Pong(_)))) => *deadline = tokio::time::Instant::now() + silence,
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => return End::Failed(e.into()),
         }
