@@ -70,10 +70,20 @@ impl Chunk {
 
 /// The chunk holding `seq`, if any.
 pub(super) fn chunk_at(log: &sled::Tree, seq: u64) -> sled::Result<Option<Chunk>> {
+    Ok(stored_at(log, seq)?.and_then(|(key, raw)| Chunk::from_kv(&key, &raw).ok()))
+}
+
+/// The key and stored bytes of the chunk holding `seq`, found by its header alone (nothing is
+/// decompressed).
+fn stored_at(log: &sled::Tree, seq: u64) -> sled::Result<Option<(IVec, IVec)>> {
     let Some((key, raw)) = log.range(..=codec::key(seq)).next_back().transpose()? else {
         return Ok(None);
     };
-    Ok(Chunk::from_kv(&key, &raw).ok().filter(|c| c.last() >= seq))
+    let Ok(first) = codec::seq_of(&key) else {
+        return Ok(None);
+    };
+    let count = codec::chunk_count(&raw).unwrap_or(1).max(1);
+    Ok((first + u64::from(count) > seq).then_some((key, raw)))
 }
 
 /// Chunks in order, starting with the one holding `seq` (or the first after it).
@@ -81,8 +91,8 @@ pub(super) fn chunks_from(
     log: &sled::Tree,
     seq: u64,
 ) -> sled::Result<impl Iterator<Item = sled::Result<Chunk>> + use<>> {
-    let start = match chunk_at(log, seq)? {
-        Some(c) => c.first,
+    let start = match stored_at(log, seq)? {
+        Some((key, _)) => codec::seq_of(&key).unwrap_or(seq),
         None => seq,
     };
     Ok(log.range(codec::key(start)..).filter_map(|kv| match kv {

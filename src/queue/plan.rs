@@ -307,15 +307,21 @@ impl<'a> Plan<'a> {
 
     /// The stored bytes of event `seq` (possibly corrupt), `None` when the log does not hold it.
     fn event_raw(&mut self, seq: u64) -> Option<Vec<u8>> {
+        self.with_event(seq, <[u8]>::to_vec)
+    }
+
+    /// `read` of the stored bytes of event `seq` (empty when its chunk's table is damaged:
+    /// unreadable, its bytes unknown), without copying them; `None` when the log does not hold
+    /// it.
+    fn with_event<T>(&mut self, seq: u64, read: impl FnOnce(&[u8]) -> T) -> Option<T> {
         if seq >= self.first_new {
             let i = usize::try_from(seq - self.first_new).ok()?;
-            return self.frames.get(i).map(|(_, f)| f.clone());
+            return self.frames.get(i).map(|(_, f)| read(f));
         }
         let chunk = self.chunk_at(seq)?;
         match chunk.frame(seq)? {
-            Ok(frame) => Some(frame.to_vec()),
-            // The chunk's table is damaged: the event is unreadable, its bytes unknown.
-            Err(_) => Some(Vec::new()),
+            Ok(frame) => Some(read(frame)),
+            Err(_) => Some(read(&[])),
         }
     }
 
@@ -348,7 +354,7 @@ impl<'a> Plan<'a> {
         if !self.is_pending(seq) {
             return None;
         }
-        let bytes = self.event_raw(seq).map_or(0, |r| r.len() as u64);
+        let bytes = self.with_event(seq, |raw| raw.len() as u64).unwrap_or(0);
         let key = codec::key(seq).to_vec();
         let attempts = if self.attempts_possible {
             let attempts = self.read(ATTEMPTS, &key).map_or(0, |v| parse_attempts(&v));
