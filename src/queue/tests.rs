@@ -384,3 +384,52 @@ async fn a_store_of_the_first_format_is_migrated_with_nothing_lost_or_resent() {
     );
     assert_eq!(envs.len(), 6);
 }
+
+#[tokio::test]
+async fn an_interrupted_migration_starts_over_and_the_leftovers_of_a_finished_one_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    write_first_format(dir.path());
+    let pending = |outbox: &Outbox| -> Vec<u64> {
+        outbox
+            .peek(10, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(Peeked::seq)
+            .collect()
+    };
+    {
+        // Cut short before its new meta: part of the new trees written, the old meta in charge.
+        let db = sled::open(dir.path()).unwrap();
+        let stray = log::into_chunks(&[(40, b"stray".to_vec())]).remove(0);
+        db.open_tree("log")
+            .unwrap()
+            .insert(codec::key(40), stray.1)
+            .unwrap();
+        db.open_tree("done")
+            .unwrap()
+            .insert(codec::key(2), &[])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+    assert_eq!(pending(&outbox), vec![2, 4, 5, 6]);
+    assert_eq!(outbox.stats().log_events, 6);
+    outbox.shutdown().await;
+    drop(outbox);
+    {
+        // Cut short after its new meta: an old tree is still there.
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("events")
+            .unwrap()
+            .insert(codec::key(99), &b"stale"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+    assert_eq!(pending(&outbox), vec![2, 4, 5, 6]);
+    assert_eq!(outbox.stats().log_events, 6);
+    outbox.shutdown().await;
+    drop(outbox);
+    let names = sled::open(dir.path()).unwrap().tree_names();
+    assert!(!names.iter().any(|n| n.as_ref() == b"events"));
+}
