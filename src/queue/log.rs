@@ -70,12 +70,12 @@ impl Chunk {
 
 /// The chunk holding `seq`, if any.
 pub(super) fn chunk_at(log: &sled::Tree, seq: u64) -> sled::Result<Option<Chunk>> {
-    Ok(stored_at(log, seq)?.and_then(|(key, raw)| Chunk::from_kv(&key, &raw).ok()))
+    Ok(stored_at(log, seq)?.and_then(|(_, key, raw)| Chunk::from_kv(&key, &raw).ok()))
 }
 
-/// The key and stored bytes of the chunk holding `seq`, found by its header alone (nothing is
-/// decompressed).
-fn stored_at(log: &sled::Tree, seq: u64) -> sled::Result<Option<(IVec, IVec)>> {
+/// The first sequence number, key and stored bytes of the chunk holding `seq`, found by its
+/// header alone (nothing is decompressed).
+fn stored_at(log: &sled::Tree, seq: u64) -> sled::Result<Option<(u64, IVec, IVec)>> {
     let Some((key, raw)) = log.range(..=codec::key(seq)).next_back().transpose()? else {
         return Ok(None);
     };
@@ -83,7 +83,7 @@ fn stored_at(log: &sled::Tree, seq: u64) -> sled::Result<Option<(IVec, IVec)>> {
         return Ok(None);
     };
     let count = codec::chunk_count(&raw).unwrap_or(1).max(1);
-    Ok((first + u64::from(count) > seq).then_some((key, raw)))
+    Ok((first + u64::from(count) > seq).then_some((first, key, raw)))
 }
 
 /// Chunks in order, starting with the one holding `seq` (or the first after it).
@@ -91,10 +91,7 @@ pub(super) fn chunks_from(
     log: &sled::Tree,
     seq: u64,
 ) -> sled::Result<impl Iterator<Item = sled::Result<Chunk>> + use<>> {
-    let start = match stored_at(log, seq)? {
-        Some((key, _)) => codec::seq_of(&key).unwrap_or(seq),
-        None => seq,
-    };
+    let start = stored_at(log, seq)?.map_or(seq, |(first, ..)| first);
     Ok(log.range(codec::key(start)..).filter_map(|kv| match kv {
         Ok((k, v)) => Chunk::from_kv(&k, &v).ok().map(Ok),
         Err(e) => Some(Err(e)),

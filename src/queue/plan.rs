@@ -305,11 +305,6 @@ impl<'a> Plan<'a> {
         Some(found)
     }
 
-    /// The stored bytes of event `seq` (possibly corrupt), `None` when the log does not hold it.
-    fn event_raw(&mut self, seq: u64) -> Option<Vec<u8>> {
-        self.with_event(seq, <[u8]>::to_vec)
-    }
-
     /// `read` of the stored bytes of event `seq` (empty when its chunk's table is damaged:
     /// unreadable, its bytes unknown), without copying them; `None` when the log does not hold
     /// it.
@@ -407,7 +402,8 @@ impl<'a> Plan<'a> {
 
     fn dead_letter(&mut self, items: Vec<(u64, String)>) -> Result<()> {
         for (seq, reason) in items {
-            let raw = self.event_raw(seq).unwrap_or_default();
+            // The stored bytes, possibly corrupt, go into the dead letter as they are.
+            let raw = self.with_event(seq, <[u8]>::to_vec).unwrap_or_default();
             let Some((attempts, _)) = self.unpend(seq) else {
                 continue;
             };

@@ -389,13 +389,18 @@ async fn a_store_of_the_first_format_is_migrated_with_nothing_lost_or_resent() {
 async fn an_interrupted_migration_starts_over_and_the_leftovers_of_a_finished_one_are_dropped() {
     let dir = tempfile::tempdir().unwrap();
     write_first_format(dir.path());
-    let pending = |outbox: &Outbox| -> Vec<u64> {
-        outbox
+    // Opening migrates (again); the outbox then holds what the first format held.
+    let reopen_holds_the_same = async || {
+        let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
+        let pending: Vec<u64> = outbox
             .peek(10, u64::MAX)
             .unwrap()
             .iter()
             .map(Peeked::seq)
-            .collect()
+            .collect();
+        assert_eq!(pending, vec![2, 4, 5, 6]);
+        assert_eq!(outbox.stats().log_events, 6);
+        outbox.shutdown().await;
     };
     {
         // Cut short before its new meta: part of the new trees written, the old meta in charge.
@@ -411,11 +416,7 @@ async fn an_interrupted_migration_starts_over_and_the_leftovers_of_a_finished_on
             .unwrap();
         db.flush().unwrap();
     }
-    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
-    assert_eq!(pending(&outbox), vec![2, 4, 5, 6]);
-    assert_eq!(outbox.stats().log_events, 6);
-    outbox.shutdown().await;
-    drop(outbox);
+    reopen_holds_the_same().await;
     {
         // Cut short after its new meta: an old tree is still there.
         let db = sled::open(dir.path()).unwrap();
@@ -425,11 +426,7 @@ async fn an_interrupted_migration_starts_over_and_the_leftovers_of_a_finished_on
             .unwrap();
         db.flush().unwrap();
     }
-    let outbox = Outbox::open(dir.path(), &config(dir.path()), &[]).unwrap();
-    assert_eq!(pending(&outbox), vec![2, 4, 5, 6]);
-    assert_eq!(outbox.stats().log_events, 6);
-    outbox.shutdown().await;
-    drop(outbox);
+    reopen_holds_the_same().await;
     let names = sled::open(dir.path()).unwrap().tree_names();
     assert!(!names.iter().any(|n| n.as_ref() == b"events"));
 }
