@@ -337,6 +337,11 @@ where
             Err(_) => return End::PeerTimeout,
             Ok(None | Some(Ok(Message::Close(_)))) => return End::PeerClosed,
             Ok(Some(Ok(Message::Pong(_)))) => *deadline = tokio::time::Instant::now() + silence,
+            // The deadline is checked here too: while frames keep arriving (a ping flood) the
+            // stream is always ready and the timer above may never get its turn.
+            Ok(Some(Ok(_))) if tokio::time::Instant::now() >= *deadline => {
+                return End::PeerTimeout;
+            }
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => return End::Failed(e.into()),
         }
