@@ -13,8 +13,9 @@ use std::process::Stdio;
 use std::sync::Once;
 use std::time::Duration;
 
-use routegate::app::App;
+use routegate::app::{App, AppError};
 use routegate::config::Settings;
+use routegate::datadir::DataDirError;
 use routegate::queue::Outbox;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -51,6 +52,25 @@ fn init_logs() {
             routegate::telemetry::init(&cfg);
         }
     });
+}
+
+/// [`App::build`], retried while the data directory's lock is held by this very process. That
+/// happens on an in-process restart when another test is spawning a child at that moment: the
+/// harness spawns with `pre_exec`, so the fork holds a copy of every descriptor, the lock's
+/// included, until its `exec` (seen in CI as `InUse { pid: <this process> }`).
+async fn build_retrying_own_lock(settings: &Settings) -> App {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match App::build(settings.clone()).await {
+            Ok(app) => return app,
+            Err(AppError::DataDir(DataDirError::InUse { pid, .. }))
+                if pid == Some(std::process::id()) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("test gateway starts: {e:?}"),
+        }
+    }
 }
 
 /// Where a data directory lives: owned by the test (removed at the end) or borrowed.
@@ -96,9 +116,7 @@ impl TestGateway {
         init_logs();
         let mut settings = test_settings(dir.path());
         configure(&mut settings);
-        let app = App::build(settings.clone())
-            .await
-            .expect("test gateway starts");
+        let app = build_retrying_own_lock(&settings).await;
         let (addr, outbox) = (app.local_addr(), app.outbox());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
