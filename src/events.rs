@@ -106,6 +106,39 @@ pub fn record_size(key: &str, payload: &[u8], headers: &[(&'static str, String)]
     key.len() + payload.len() + headers
 }
 
+/// Most bytes a Kafka record occupies inside a v2 record batch, encoding included: the
+/// length, attribute, timestamp and offset deltas and every length as the varints Kafka
+/// writes, each counted at its widest where the value is not known before the batch is built
+/// (the deltas). The drain sizes produce requests with it, so that a request never passes the
+/// broker's `max.message.bytes`; [`record_size`] alone undercounts by 20–40 bytes a record.
+pub fn record_wire_size(key: &str, payload: &[u8], headers: &[(&'static str, String)]) -> usize {
+    /// A zig-zag varint's length for a non-negative `n`.
+    fn varint(n: usize) -> usize {
+        let mut v = (n as u64) << 1;
+        let mut len = 1;
+        while v >= 0x80 {
+            v >>= 7;
+            len += 1;
+        }
+        len
+    }
+    /// The timestamp delta (an i64) and the offset delta (an i32) at their widest.
+    const DELTAS: usize = 10 + 5;
+    let headers: usize = headers
+        .iter()
+        .map(|(k, v)| varint(k.len()) + k.len() + varint(v.len()) + v.len())
+        .sum::<usize>()
+        + varint(headers.len());
+    let body = 1
+        + DELTAS
+        + varint(key.len())
+        + key.len()
+        + varint(payload.len())
+        + payload.len()
+        + headers;
+    varint(body) + body
+}
+
 /// A sequenced event, as stored in the outbox and the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -163,6 +196,11 @@ impl Envelope {
     /// Bytes of this event's Kafka record ([`record_size`]).
     pub fn record_size(&self, source: &str) -> usize {
         record_size(&self.key, &self.payload, &self.record_headers(source))
+    }
+
+    /// Most bytes this event's record occupies inside a record batch ([`record_wire_size`]).
+    pub fn wire_size(&self, source: &str) -> usize {
+        record_wire_size(&self.key, &self.payload, &self.record_headers(source))
     }
 
     /// Bytes this event occupies in the queue quota.

@@ -71,6 +71,13 @@ pub fn published(n: u64, took: Duration) {
     histogram!("routegate_kafka_publish_duration_seconds").record(took.as_secs_f64());
 }
 
+/// The broker rejected a produce request as a whole (too large, an invalid record, ...); it is
+/// split in two to isolate the cause. Steady growth means `kafka.batch_max_bytes` is above the
+/// topic's `max.message.bytes`.
+pub fn produce_split() {
+    counter!("routegate_kafka_produce_splits_total").increment(1);
+}
+
 pub fn publish_failed(n: u64) {
     counter!("routegate_kafka_publish_total", "result" => "retry").increment(n);
 }

@@ -339,6 +339,10 @@ impl EventSink for KafkaSink {
     fn record_size(&self, e: &Envelope) -> usize {
         e.record_size(&self.source)
     }
+
+    fn wire_size(&self, e: &Envelope) -> usize {
+        e.wire_size(&self.source)
+    }
 }
 
 /// What `routegate kafka check` found.

@@ -170,6 +170,9 @@ pub trait EventSink: Send + Sync + 'static {
     fn probe(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Bytes this event occupies as a record (key, value, headers).
     fn record_size(&self, event: &Envelope) -> usize;
+    /// Most bytes this event's record occupies on the wire, inside a record batch: what a
+    /// produce request's size is counted in.
+    fn wire_size(&self, event: &Envelope) -> usize;
 }
 
 /// Why a drain round failed (the drain itself backs off and goes on).

@@ -10,6 +10,9 @@ use crate::metrics;
 use crate::publisher::{Denied, EventSink, SinkError, partition};
 use crate::queue::Peeked;
 
+/// Bytes of a v2 record batch before its first record (base offset through record count).
+const RECORD_BATCH_HEADER: u64 = 61;
+
 /// The outcome of producing one partition's batch.
 #[derive(Debug, Default)]
 pub(super) struct Outcome {
@@ -120,13 +123,14 @@ impl<S: EventSink> Drainer<S> {
         }
     }
 
-    /// Split one partition's events into requests of at most `max_records` and about
-    /// `max_bytes`, in order.
+    /// Split one partition's events into requests of at most `max_records` records and a
+    /// record batch of at most `max_bytes` as encoded (batch header included), in order. A
+    /// single record larger than that still gets a request of its own.
     fn requests(&self, events: Vec<Envelope>) -> Vec<Vec<Envelope>> {
         let mut out: Vec<Vec<Envelope>> = Vec::new();
         let mut bytes = 0u64;
         for e in events {
-            let size = self.sink.record_size(&e) as u64;
+            let size = self.sink.wire_size(&e) as u64;
             let start_new = match out.last() {
                 None => true,
                 Some(last) => {
@@ -135,7 +139,7 @@ impl<S: EventSink> Drainer<S> {
             };
             if start_new {
                 out.push(Vec::new());
-                bytes = 0;
+                bytes = RECORD_BATCH_HEADER;
             }
             bytes += size;
             out.last_mut().expect("just pushed").push(e);
@@ -193,6 +197,7 @@ impl<S: EventSink> Drainer<S> {
                     out.dead.push((part[0].seq, reason));
                 }
                 Err(SinkError::Rejected(_)) => {
+                    metrics::produce_split();
                     let mut part = part;
                     let second = part.split_off(part.len() / 2);
                     work.push(second);

@@ -87,6 +87,10 @@ impl EventSink for FakeSink {
     fn record_size(&self, e: &Envelope) -> usize {
         e.payload.len()
     }
+
+    fn wire_size(&self, e: &Envelope) -> usize {
+        e.payload.len()
+    }
 }
 
 impl FakeSink {

@@ -10,7 +10,7 @@ use routegate::config::{SaslMechanism, Settings};
 use routegate::events::{Envelope, NewEvent};
 use routegate::queue::{self, Stats, Write};
 
-use crate::harness::gateway::TestGateway;
+use crate::harness::gateway::{ChildGateway, TestGateway};
 use crate::harness::kafka::wire::{self, WireClient};
 use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster, SaslUser};
 
@@ -598,4 +598,61 @@ async fn the_shared_broker_offers_sasl_and_tls_listeners() {
     tokio::task::spawn_blocking(probes)
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+}
+
+/// A backlog of 1 KiB events, all on one partition and uncompressed, is sent in requests that
+/// fit the broker's default `max.message.bytes` (1 MiB + 12): none is rejected as too large and
+/// split. Counted by key, value and headers alone, a 1 MiB request of such records is some
+/// 20 KB larger on the wire, and every full request came back `MESSAGE_TOO_LARGE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_large_events_is_sent_in_requests_the_broker_accepts_whole() {
+    const EVENTS: usize = 3_000;
+    let cluster = kafka::shared().await;
+    let topic = kafka::unique_topic("wire-size");
+    let value = "f".repeat(1000);
+    let filled = TestGateway::spawn(|s| s.kafka.brokers = vec!["127.0.0.1:9".into()]).await;
+    for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(500) {
+        let events = chunk
+            .iter()
+            .map(|n| {
+                let payload = serde_json::json!({ "n": n, "v": value });
+                NewEvent::now("test.event", &topic, "veh-a", None, &payload)
+            })
+            .collect();
+        let write = Write {
+            events,
+            records: vec![],
+        };
+        filled.outbox().append(write).await.expect("append");
+    }
+    let dir = filled.stop().await;
+
+    let sets = [
+        ("kafka.brokers", cluster.bootstrap()),
+        ("kafka.topic_partitions", "1".to_string()),
+        // Uncompressed, the broker checks the batch at its full size.
+        ("kafka.compression", "none".to_string()),
+    ];
+    let gw = ChildGateway::spawn(dir.path(), &sets).await;
+    let records = cluster.wait_for_records(&topic, EVENTS, WAIT).await;
+    assert_eq!(records.len(), EVENTS);
+    let metrics = reqwest::get(gw.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let splits: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("routegate_kafka_produce_splits_total"))
+        .collect();
+    assert!(
+        splits.iter().all(|l| l.ends_with(" 0")),
+        "produce requests were rejected whole and split: {splits:?}"
+    );
+    let dead: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("result=\"dead_letter\""))
+        .collect();
+    assert!(dead.iter().all(|l| l.ends_with(" 0")), "{dead:?}");
 }
