@@ -80,3 +80,42 @@ fn config_prints_the_effective_configuration_with_secrets_redacted() {
     assert!(!stdout.contains("s3cret-value"));
     assert!(stdout.contains(r#"password = "***""#));
 }
+
+/// The environment the process `pid` runs with now (after any re-`exec`), as `NAME=value`.
+fn environ_of(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("read /proc/<pid>/environ");
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The gateway runs with mimalloc told to hand freed memory back at once (what keeps the drain
+/// of a large backlog small), under the same pid it was started with, and a setting the
+/// operator gave in the environment is kept as given.
+#[tokio::test]
+async fn the_gateway_runs_with_its_allocator_settings_unless_the_operator_set_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = ChildGateway::spawn(dir.path(), &[]).await;
+    let env = environ_of(gw.pid());
+    for expected in [
+        "MIMALLOC_PURGE_DELAY=0",
+        "MIMALLOC_PURGE_DECOMMITS=1",
+        "MIMALLOC_ARENA_EAGER_COMMIT=0",
+    ] {
+        assert!(env.iter().any(|v| v == expected), "{expected} missing");
+    }
+    let live = reqwest::get(gw.url("/health/live")).await.expect("GET");
+    assert_eq!(live.status(), 200);
+    assert!(gw.terminate().await.success());
+
+    let mut gw =
+        ChildGateway::spawn_with_env(dir.path(), &[], &[("MIMALLOC_PURGE_DELAY", "25")]).await;
+    let env = environ_of(gw.pid());
+    assert!(
+        env.iter().any(|v| v == "MIMALLOC_PURGE_DELAY=25"),
+        "{env:?}"
+    );
+    assert!(env.iter().any(|v| v == "MIMALLOC_PURGE_DECOMMITS=1"));
+    assert!(gw.terminate().await.success());
+}
