@@ -344,7 +344,7 @@ impl Default for Settings {
                 max_queue_bytes: 2 * 1024 * MIB,
                 max_queue_events: 2_000_000,
                 min_free_bytes: 0,
-                cache_capacity_bytes: 64 * MIB,
+                cache_capacity_bytes: 32 * MIB,
                 log_retention_ms: 24 * 3600 * 1000,
                 log_retention_bytes: 256 * MIB,
             },
