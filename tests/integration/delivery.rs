@@ -611,9 +611,8 @@ async fn a_backlog_of_large_events_is_sent_in_requests_the_broker_accepts_whole(
     let topic = kafka::unique_topic("wire-size");
     let value = "f".repeat(1000);
     let filled = TestGateway::spawn(|s| s.kafka.brokers = vec!["127.0.0.1:9".into()]).await;
-    for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(500) {
-        let events = chunk
-            .iter()
+    for start in (0..EVENTS).step_by(500) {
+        let events = (start..start + 500)
             .map(|n| {
                 let payload = serde_json::json!({ "n": n, "v": value });
                 NewEvent::now("test.event", &topic, "veh-a", None, &payload)
