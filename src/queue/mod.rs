@@ -23,7 +23,9 @@
 //! many events. **The outbox needs no entry per event**: an event is pending when its sequence
 //! number is at or above the *outbox floor* (in `meta`), below `next_seq`, and not in `done`.
 //! Acks in order only move the floor; an ack out of order (or a dead letter) adds a `done` entry,
-//! which goes once the floor passes it. A chunk is deleted whole, by retention, once none of its
+//! which goes once the floor passes it. Readers run beside the writer, so the writer publishes a
+//! raised floor *before* it commits the removal of the `done` entries below it, and a read checks
+//! the floor again when it ends: it never hands out an event that left before it began. A chunk is deleted whole, by retention, once none of its
 //! events is pending. A store of the first format (an `events` entry and a `pending` entry per
 //! event) is rewritten into this one at open (`migrate`).
 //!

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -571,6 +572,13 @@ impl<'a> Plan<'a> {
             .push((META, META_KEY.to_vec(), Some(encode_meta(&self.meta))));
         let scope = self.shared.path.as_path();
         crate::faults::check("outbox-commit", scope)?;
+        // The floor goes up before the `done` entries below it go: a reader that finds an
+        // entry gone then reads the new floor ([`super::reads`]). Should the commit fail, the
+        // store refuses all work until reopened, which recounts the floor from disk.
+        self.shared
+            .counters
+            .outbox_floor
+            .fetch_max(self.meta.outbox_floor, Ordering::SeqCst);
         let mutations = &self.mutations;
         let result: std::result::Result<(), TransactionError<()>> = self.trees.transaction(|tx| {
             for (tree, key, value) in mutations {

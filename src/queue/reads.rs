@@ -239,6 +239,10 @@ impl Outbox {
             }
             seq = seq.max(chunk.last() + 1);
         }
+        // An ack may have raised the floor and removed the `done` entries below it while this
+        // read ran; the writer raises the floor first, so reading it again drops those events.
+        let floor = self.shared.counters.outbox_floor.load(Ordering::SeqCst);
+        out.retain(|p| p.seq() >= floor);
         Ok(out)
     }
 
