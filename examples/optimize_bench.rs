@@ -132,13 +132,18 @@ fn int_matrix(points: &[Location]) -> Vec<Vec<u32>> {
 struct FixedMatrix<'a>(&'a [Vec<u32>]);
 
 impl CostMatrixSource for FixedMatrix<'_> {
-    fn matrices(&self, points: &[Location]) -> optimize::Result<Matrices> {
+    fn matrices(
+        &self,
+        points: &[Location],
+        _prefs: &optimize::Preferences,
+    ) -> optimize::Result<Matrices> {
         let n = points.len();
         let d = SquareMatrix::from_fn(n, |i, j| f64::from(self.0[i][j]));
         let t = SquareMatrix::from_fn(n, |i, j| f64::from(self.0[i][j]) / (40.0 / 3.6));
         Ok(Matrices {
             distance_meters: d,
             duration_seconds: t,
+            ..Default::default()
         })
     }
 }

@@ -59,5 +59,6 @@ pub mod metrics;
 pub mod optimize;
 pub mod publisher;
 pub mod queue;
+pub mod roads;
 pub mod store;
 pub mod telemetry;

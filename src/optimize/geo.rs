@@ -53,6 +53,17 @@ impl LineString {
                 .collect(),
         }
     }
+
+    /// Its vertices as locations.
+    pub fn points(&self) -> Vec<Location> {
+        self.coordinates
+            .iter()
+            .map(|c| Location {
+                latitude: c[1],
+                longitude: c[0],
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

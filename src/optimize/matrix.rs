@@ -8,11 +8,11 @@
 
 use super::error::{Error, Result};
 use super::geo::haversine_prepared;
-use super::model::Location;
+use super::model::{CostModel, Location, Preferences, Problem};
 
 /// A dense row-major `n × n` matrix of non-negative costs; entry `(i, j)` is the cost of going
 /// from point `i` to point `j`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SquareMatrix {
     n: usize,
     data: Vec<f64>,
@@ -64,12 +64,16 @@ impl SquareMatrix {
 }
 
 /// Distances and driving times over the same points.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Matrices {
     /// Metres.
     pub distance_meters: SquareMatrix,
     /// Driving seconds.
     pub duration_seconds: SquareMatrix,
+    /// Per point, metres from the point to where it joins the road network (road sources).
+    pub snap_meters: Option<Vec<f64>>,
+    /// What the source wants the caller to know (e.g. an avoidance that could not be kept).
+    pub warnings: Vec<String>,
 }
 
 impl Matrices {
@@ -95,13 +99,31 @@ impl Matrices {
 
 /// Where travel costs come from.
 pub trait CostMatrixSource {
-    /// Distances and driving times between all `points`, in the order given.
-    fn matrices(&self, points: &[Location]) -> Result<Matrices>;
+    /// Distances and driving times between all `points`, in the order given, for a request
+    /// with these preferences.
+    fn matrices(&self, points: &[Location], prefs: &Preferences) -> Result<Matrices>;
+
+    /// [`CostMatrixSource::matrices`] for the [`points`](super::points) of `problem`, so that
+    /// errors can name the request's field (`stops[3]`).
+    fn matrices_for_problem(&self, problem: &Problem, points: &[Location]) -> Result<Matrices> {
+        self.matrices(points, &problem.preferences)
+    }
 
     /// True when the costs honour `avoidTolls` / `avoidHighways`; otherwise the result warns
     /// that they were ignored.
     fn honours_avoidances(&self) -> bool {
         false
+    }
+
+    /// What the costs are based on, reported in `optimization.costModel`.
+    fn cost_model(&self) -> CostModel {
+        CostModel::GreatCircle
+    }
+
+    /// The driven polyline through `points` in that order, when the source knows the roads;
+    /// `None` draws straight lines.
+    fn path_through(&self, _points: &[Location], _prefs: &Preferences) -> Option<Vec<Location>> {
+        None
     }
 }
 
@@ -115,7 +137,7 @@ pub struct HaversineSource {
 }
 
 impl CostMatrixSource for HaversineSource {
-    fn matrices(&self, points: &[Location]) -> Result<Matrices> {
+    fn matrices(&self, points: &[Location], _prefs: &Preferences) -> Result<Matrices> {
         let n = points.len();
         // Trigonometry per point once, and each pair once: the great circle is symmetric.
         let trig: Vec<(f64, f64, f64)> = points
@@ -143,6 +165,7 @@ impl CostMatrixSource for HaversineSource {
         Ok(Matrices {
             distance_meters,
             duration_seconds,
+            ..Matrices::default()
         })
     }
 }
@@ -170,7 +193,7 @@ mod tests {
             detour_factor: 1.0,
             average_speed_kmh: 40.0,
         }
-        .matrices(&pts)
+        .matrices(&pts, &Preferences::default())
         .unwrap();
         for (i, &a) in pts.iter().enumerate() {
             for (j, &b) in pts.iter().enumerate() {
@@ -186,7 +209,9 @@ mod tests {
             detour_factor: 1.5,
             average_speed_kmh: 36.0,
         };
-        let m = source.matrices(&[at(10.0, 20.0), at(11.0, 20.0)]).unwrap();
+        let m = source
+            .matrices(&[at(10.0, 20.0), at(11.0, 20.0)], &Preferences::default())
+            .unwrap();
         let straight = crate::optimize::geo::haversine_meters(at(10.0, 20.0), at(11.0, 20.0));
         assert!((m.distance_meters.get(0, 1) - 1.5 * straight).abs() < 1e-6);
         // 36 km/h is 10 m/s.
@@ -202,17 +227,20 @@ mod tests {
         let m = Matrices {
             distance_meters: ok.clone(),
             duration_seconds: bad,
+            ..Matrices::default()
         };
         assert!(matches!(m.check(2), Err(Error::Matrix(_))));
         let m = Matrices {
             distance_meters: ok.clone(),
             duration_seconds: ok.clone(),
+            ..Matrices::default()
         };
         assert!(matches!(m.check(3), Err(Error::Matrix(_))));
         let neg = SquareMatrix::from_fn(2, |_, _| -1.0);
         let m = Matrices {
             distance_meters: neg,
             duration_seconds: ok,
+            ..Matrices::default()
         };
         assert!(matches!(m.check(2), Err(Error::Matrix(_))));
     }

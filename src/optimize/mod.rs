@@ -85,8 +85,8 @@ pub use error::{Error, Result};
 pub use geo::{EARTH_RADIUS_METERS, LineString, haversine_meters};
 pub use matrix::{CostMatrixSource, HaversineSource, Matrices, SquareMatrix};
 pub use model::{
-    Location, OptimizationInfo, OptimizeFor, OptimizedStop, Preferences, Problem, Solution, Stop,
-    TimeWindow,
+    CostModel, Location, OptimizationInfo, OptimizeFor, OptimizedStop, Preferences, Problem,
+    Solution, Stop, TimeWindow,
 };
 
 /// Problems with at most this many stops are solved exactly.
@@ -157,9 +157,11 @@ pub fn solve_with_matrix(
         .unwrap_or(params.max_compute_ms);
     let deadline = started + Duration::from_millis(limit);
     let points = points(problem);
-    let matrices = source.matrices(&points)?;
+    let mut matrices = source.matrices_for_problem(problem, &points)?;
     matrices.check(points.len())?;
     let inst = instance::Instance::new(problem, &matrices, departure);
+    let snaps = matrices.snap_meters.take();
+    let source_warnings = std::mem::take(&mut matrices.warnings);
     drop(matrices);
     let found = strategy::run(&inst, params, deadline);
     let input = inst.input_route();
@@ -179,8 +181,10 @@ pub fn solve_with_matrix(
         iterations: found.iterations,
         compute_millis: started.elapsed().as_millis() as u64,
         time_limit_reached: found.timed_out,
+        cost_model: source.cost_model(),
     };
-    let warnings = warnings(problem, source, found.timed_out, limit);
+    let mut warnings = warnings(problem, source, found.timed_out, limit);
+    warnings.extend(source_warnings);
     let mut solution = report::solution(
         problem,
         &inst,
@@ -189,6 +193,24 @@ pub fn solve_with_matrix(
         optimization,
         warnings,
     );
+    if let Some(road) = source.path_through(&solution.geometry.points(), &problem.preferences) {
+        solution.geometry = LineString::through(road);
+    }
+    if let Some(snaps) = snaps {
+        let offset = usize::from(problem.start.is_some());
+        let index: std::collections::HashMap<&str, usize> = problem
+            .stops
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        for stop in &mut solution.optimized_stops {
+            let at = index
+                .get(stop.id.as_str())
+                .and_then(|i| snaps.get(i + offset));
+            stop.snap_distance_meters = at.map(|m| (m * 10.0).round() / 10.0);
+        }
+    }
     let missed = solution
         .optimized_stops
         .iter()

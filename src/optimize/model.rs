@@ -160,6 +160,26 @@ pub struct OptimizedStop {
     pub time_window_met: bool,
     /// How many seconds after the window's end service starts; 0 when met.
     pub lateness_seconds: f64,
+    /// Metres from the stop to where it joins the road network (road cost model only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snap_distance_meters: Option<f64>,
+}
+
+/// What travel costs are based on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum CostModel {
+    /// Great-circle distance × detour factor at a constant speed.
+    #[default]
+    GreatCircle,
+    /// Shortest or fastest paths on the road network of an OpenStreetMap extract.
+    Road {
+        /// The extract's file name.
+        extract: String,
+        /// The extract's timestamp (RFC 3339), when it carries one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<String>,
+    },
 }
 
 /// Provenance of a solution, for dashboards and benchmarks.
@@ -186,4 +206,7 @@ pub struct OptimizationInfo {
     pub compute_millis: u64,
     /// True when the wall-clock cap stopped the search before its deterministic budget ended.
     pub time_limit_reached: bool,
+    /// What the costs are based on (`greatCircle` for routes stored before road costs).
+    #[serde(default)]
+    pub cost_model: CostModel,
 }

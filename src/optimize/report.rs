@@ -49,6 +49,7 @@ pub(crate) fn solution(
             waiting_seconds: visit.wait,
             time_window_met: visit.lateness <= 0.0,
             lateness_seconds: visit.lateness,
+            snap_distance_meters: None,
         });
     }
     let closing = |m: &super::matrix::SquareMatrix| match (inst.terminal, route.last()) {

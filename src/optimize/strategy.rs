@@ -200,6 +200,7 @@ mod tests {
         let matrices = Matrices {
             distance_meters: m.clone(),
             duration_seconds: m,
+            ..Default::default()
         };
         Instance::new(&problem, &matrices, "2026-01-01T00:00:00Z".parse().unwrap())
     }

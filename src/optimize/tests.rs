@@ -326,7 +326,11 @@ fn bad_configuration_is_a_server_error_not_a_client_error() {
 struct OneWayStreets;
 
 impl CostMatrixSource for OneWayStreets {
-    fn matrices(&self, points: &[Location]) -> Result<Matrices> {
+    fn matrices(
+        &self,
+        points: &[Location],
+        _prefs: &crate::optimize::Preferences,
+    ) -> Result<Matrices> {
         let n = points.len();
         let d = SquareMatrix::from_fn(n, |i, j| {
             let base = haversine_meters(points[i], points[j]);
@@ -341,6 +345,7 @@ impl CostMatrixSource for OneWayStreets {
         Ok(Matrices {
             distance_meters: d,
             duration_seconds: t,
+            ..Default::default()
         })
     }
 }
@@ -371,7 +376,10 @@ fn asymmetric_costs_are_reported_exactly_and_never_worse_than_the_input() {
         });
         p.preferences.optimize_for = OptimizeFor::Distance;
         let s = solve_with_matrix(&p, &Params::default(), &OneWayStreets).unwrap();
-        let m = OneWayStreets.matrices(&points(&p)).unwrap().distance_meters;
+        let m = OneWayStreets
+            .matrices(&points(&p), &p.preferences)
+            .unwrap()
+            .distance_meters;
         let got = recomputed_cost(&p, &s, &m);
         assert!((got - s.optimization.optimized_cost).abs() < 1e-6, "n={n}");
         assert!((got - s.total_distance_meters).abs() < 1e-6, "n={n}");
@@ -460,13 +468,17 @@ fn missed_windows_are_reported_per_stop_with_lateness() {
 struct SlowSource;
 
 impl CostMatrixSource for SlowSource {
-    fn matrices(&self, points: &[Location]) -> Result<Matrices> {
+    fn matrices(
+        &self,
+        points: &[Location],
+        _prefs: &crate::optimize::Preferences,
+    ) -> Result<Matrices> {
         std::thread::sleep(std::time::Duration::from_millis(5));
         HaversineSource {
             detour_factor: 1.3,
             average_speed_kmh: 40.0,
         }
-        .matrices(points)
+        .matrices(points, _prefs)
     }
 }
 
@@ -486,11 +498,16 @@ fn a_broken_matrix_source_is_an_error_not_a_panic() {
     #[derive(Debug)]
     struct Broken;
     impl CostMatrixSource for Broken {
-        fn matrices(&self, _: &[Location]) -> Result<Matrices> {
+        fn matrices(
+            &self,
+            _: &[Location],
+            _prefs: &crate::optimize::Preferences,
+        ) -> Result<Matrices> {
             let m = SquareMatrix::from_fn(1, |_, _| 0.0);
             Ok(Matrices {
                 distance_meters: m.clone(),
                 duration_seconds: m,
+                ..Default::default()
             })
         }
     }

@@ -1,0 +1,279 @@
+//! Road-network benchmark: routegate's graph and GraphHopper's, on the same extract, side by
+//! side in one run.
+//!
+//! ```sh
+//! mvn -q -f examples/graphhopper/pom.xml package -DskipTests   # once: the peer's jar
+//! cargo run --release --example roads_bench [-- --osm data/osm/andorra.osm.pbf --pairs 1000]
+//! ```
+//!
+//! Prints preparation time, load time, memory, one-to-one query time, 100×100 and 1,000×1,000
+//! matrix times, and how far the two routers' distances and times agree over `--pairs` random
+//! pairs of points on roads (random junctions of routegate's network, so both sides snap them
+//! to the same road). `--no-peer` measures routegate alone. Both sides route cars by
+//! fastest time; GraphHopper's car profile adds 90 s per km to its weight
+//! (`distance_influence`), routegate minimises time only.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use routegate::optimize::{CostMatrixSource, Location, Preferences};
+use routegate::roads::Roads;
+use routegate::roads::ch::{Objective, Weighting};
+use routegate::roads::network::Avoid;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// routegate's side of the table.
+struct Measured {
+    prepare_ms: f64,
+    load_ms: f64,
+    rss_mib: f64,
+    one_to_one_us: f64,
+    matrix_100_ms: f64,
+    matrix_1000_ms: f64,
+    pairs: Vec<Option<(f64, f64)>>,
+}
+
+fn measure(
+    osm: &Path,
+    dir: &Path,
+    pairs: &[(Location, Location)],
+    points: &[Location],
+) -> Measured {
+    let started = Instant::now();
+    let (built, _) = Roads::open(osm, dir).expect("build");
+    let prepare_ms = ms(started);
+    drop(built);
+    let started = Instant::now();
+    let (roads, origin) = Roads::open(osm, dir).expect("load");
+    let load_ms = ms(started);
+    assert_eq!(origin, routegate::roads::Origin::Loaded);
+    let rss = rss_mib();
+    let w = Weighting {
+        objective: Objective::Time,
+        avoid: Avoid::default(),
+    };
+    let one = |(a, b): &(Location, Location)| {
+        roads
+            .cost(*a, *b, w)
+            .map(|c| (c.dist_cm as f64 / 100.0, c.time_ms as f64 / 1000.0))
+    };
+    let _warm: Vec<_> = pairs.iter().map(one).collect();
+    let started = Instant::now();
+    let results: Vec<_> = pairs.iter().map(one).collect();
+    let one_to_one_us = started.elapsed().as_secs_f64() * 1e6 / pairs.len() as f64;
+    let prefs = Preferences::default();
+    let _ = roads.matrices(&points[..100], &prefs).expect("warm-up");
+    let started = Instant::now();
+    roads.matrices(&points[..100], &prefs).expect("100 × 100");
+    let matrix_100_ms = ms(started);
+    let started = Instant::now();
+    roads.matrices(points, &prefs).expect("1000 × 1000");
+    let matrix_1000_ms = ms(started);
+    Measured {
+        prepare_ms,
+        load_ms,
+        rss_mib: rss,
+        one_to_one_us,
+        matrix_100_ms,
+        matrix_1000_ms,
+        pairs: results,
+    }
+}
+
+fn write_points(path: &Path, lines: impl Iterator<Item = String>) {
+    let text: Vec<String> = lines.collect();
+    std::fs::write(path, text.join("\n") + "\n").expect("write points");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let osm = PathBuf::from(arg("--osm").unwrap_or_else(|| "data/osm/andorra.osm.pbf".into()));
+    let n_pairs: usize = arg("--pairs").map_or(1000, |v| v.parse().expect("--pairs N"));
+    let work = tempfile::tempdir().expect("temp dir");
+    // Points on roads: junctions of routegate's own network, chosen at random (fixed seed).
+    let probe = Roads::build(&osm).expect("build");
+    let nodes = &probe.network().nodes;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let mut pick = || nodes[rng.random_range(0..nodes.len())];
+    let pairs: Vec<(Location, Location)> = (0..n_pairs).map(|_| (pick(), pick())).collect();
+    let points: Vec<Location> = (0..1000).map(|_| pick()).collect();
+    let info = probe.info.clone();
+    drop(probe);
+    let ours = measure(&osm, work.path(), &pairs, &points);
+    let peer = if flag("--no-peer") {
+        None
+    } else {
+        Some(graphhopper(&osm, work.path(), &pairs, &points))
+    };
+    println!(
+        "extract {} ({} bytes): routegate {} nodes, {} edges",
+        osm.display(),
+        std::fs::metadata(&osm).map_or(0, |m| m.len()),
+        info.nodes,
+        info.edges
+    );
+    println!();
+    println!("| measure | routegate | GraphHopper 10.2 | ratio (GH / routegate) |");
+    println!("|---|---:|---:|---:|");
+    let row = |name: &str, unit: &str, mine: f64, theirs: Option<f64>| {
+        let (t, r) = match theirs {
+            Some(t) => (format!("{t:.1} {unit}"), format!("{:.2}x", t / mine)),
+            None => ("-".into(), "-".into()),
+        };
+        println!("| {name} | {mine:.1} {unit} | {t} | {r} |");
+    };
+    let gh = |k: &str| peer.as_ref().and_then(|p| p[k].as_f64());
+    row("preparation", "ms", ours.prepare_ms, gh("prepare_ms"));
+    row(
+        "load of the prepared graph",
+        "ms",
+        ours.load_ms,
+        gh("load_ms"),
+    );
+    row("RSS after load", "MiB", ours.rss_mib, gh("rss_mb"));
+    row(
+        "one-to-one query",
+        "µs",
+        ours.one_to_one_us,
+        gh("one_to_one_us"),
+    );
+    row(
+        "100 × 100 matrix",
+        "ms",
+        ours.matrix_100_ms,
+        gh("matrix_100_ms"),
+    );
+    row(
+        "1,000 × 1,000 matrix",
+        "ms",
+        ours.matrix_1000_ms,
+        gh("matrix_1000_ms"),
+    );
+    let Some(peer) = peer else { return };
+    let theirs = peer["pairs"].as_array().cloned().unwrap_or_default();
+    let (mut dd, mut dt) = (Vec::new(), Vec::new());
+    let mut compared = 0;
+    for (mine, theirs) in ours.pairs.iter().zip(&theirs) {
+        let (Some((md, mt)), Some(td), Some(tt)) = (
+            mine,
+            theirs["distance_m"].as_f64(),
+            theirs["time_s"].as_f64(),
+        ) else {
+            continue;
+        };
+        if td < 1.0 {
+            continue;
+        }
+        compared += 1;
+        dd.push((md - td).abs() / td * 100.0);
+        dt.push((mt - tt).abs() / tt.max(1.0) * 100.0);
+    }
+    println!();
+    println!("agreement over {compared} of {n_pairs} random on-road pairs (both routed):");
+    println!("| | median | 90th percentile |");
+    println!("|---|---:|---:|");
+    println!(
+        "| distance difference | {:.1}% | {:.1}% |",
+        median(dd.clone()),
+        percentile(dd, 0.9)
+    );
+    println!(
+        "| time difference | {:.1}% | {:.1}% |",
+        median(dt.clone()),
+        percentile(dt, 0.9)
+    );
+}
+
+/// Runs the GraphHopper peer on the same inputs and returns its JSON report.
+fn graphhopper(
+    osm: &Path,
+    work: &Path,
+    pairs: &[(Location, Location)],
+    points: &[Location],
+) -> serde_json::Value {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let jar = root.join("examples/graphhopper/target/graphhopper-peer.jar");
+    if !jar.exists() {
+        let status = Command::new("mvn")
+            .args(["-q", "-f"])
+            .arg(root.join("examples/graphhopper/pom.xml"))
+            .args(["package", "-DskipTests"])
+            .status()
+            .expect("mvn");
+        assert!(status.success(), "building the GraphHopper peer failed");
+    }
+    let at = |l: &Location| format!("{} {}", l.latitude, l.longitude);
+    let pairs_file = work.join("pairs.txt");
+    write_points(
+        &pairs_file,
+        pairs.iter().map(|(a, b)| format!("{} {}", at(a), at(b))),
+    );
+    let p100 = work.join("points100.txt");
+    write_points(&p100, points[..100].iter().map(at));
+    let p1000 = work.join("points1000.txt");
+    write_points(&p1000, points.iter().map(at));
+    let out = work.join("graphhopper.json");
+    let status = Command::new("java")
+        .arg("-Xmx4g")
+        .arg("-jar")
+        .arg(&jar)
+        .arg("--osm")
+        .arg(osm)
+        .arg("--cache")
+        .arg(work.join("gh-cache"))
+        .arg("--pairs")
+        .arg(&pairs_file)
+        .arg("--matrix100")
+        .arg(&p100)
+        .arg("--matrix1000")
+        .arg(&p1000)
+        .arg("--no-verify")
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("java");
+    assert!(status.success(), "the GraphHopper peer failed");
+    serde_json::from_slice(&std::fs::read(&out).expect("peer output")).expect("peer JSON")
+}
