@@ -56,6 +56,8 @@ struct Measured {
     one_to_one_us: f64,
     matrix_100_ms: f64,
     matrix_1000_ms: f64,
+    /// A 100-stop optimize request solved on road costs (matrix, search, geometry).
+    optimize_100_ms: f64,
     pairs: Vec<Option<(f64, f64)>>,
 }
 
@@ -95,6 +97,22 @@ fn measure(
     let started = Instant::now();
     roads.matrices(points, &prefs).expect("1000 × 1000");
     let matrix_1000_ms = ms(started);
+    let stops: Vec<serde_json::Value> = points[..100]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({"id": format!("s{i}"), "latitude": p.latitude, "longitude": p.longitude}))
+        .collect();
+    let problem: routegate::optimize::Problem =
+        serde_json::from_value(serde_json::json!({ "stops": stops })).expect("problem");
+    let params = routegate::optimize::Params {
+        now: Some(chrono::Utc::now()),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let solution =
+        routegate::optimize::solve_with_matrix(&problem, &params, &roads).expect("100 stops");
+    let optimize_100_ms = ms(started);
+    assert_eq!(solution.optimized_stops.len(), 100);
     Measured {
         prepare_ms,
         load_ms,
@@ -102,6 +120,7 @@ fn measure(
         one_to_one_us,
         matrix_100_ms,
         matrix_1000_ms,
+        optimize_100_ms,
         pairs: results,
     }
 }
@@ -189,6 +208,12 @@ fn main() {
         "ms",
         ours.matrix_1000_ms,
         gh("matrix_1000_ms"),
+    );
+    row(
+        "100-stop optimize on road costs",
+        "ms",
+        ours.optimize_100_ms,
+        None,
     );
     let Some(peer) = peer else { return };
     let theirs = peer["pairs"].as_array().cloned().unwrap_or_default();

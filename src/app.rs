@@ -54,6 +54,8 @@ pub enum AppError {
     Tokens(#[from] TokenFileError),
     #[error(transparent)]
     Cors(#[from] http::CorsError),
+    #[error(transparent)]
+    Roads(#[from] crate::roads::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -86,6 +88,7 @@ impl App {
                 .expect("opening storage does not panic")?;
         let sink = Arc::new(KafkaSink::new(&settings.kafka)?);
         http::check_cors(&settings.http.cors_origins)?;
+        crate::roads::check_extract(&settings.routing.osm_file)?;
         let bind_err = |source| AppError::Bind {
             addr: settings.http.bind.clone(),
             source,
@@ -159,18 +162,30 @@ impl App {
 
         let limits = Limits::from_config(&settings.http);
         let params = solver_params(&settings.optimize, limits.request_timeout);
+        let roads = match settings.routing.osm_file.as_str() {
+            "" => None,
+            osm => Some(crate::roads::live::LiveRoads::start(
+                osm.into(),
+                data_dir.path().to_path_buf(),
+                settings.routing.max_snap_meters,
+            )?),
+        };
+        let mut store = Store::new(
+            outbox.clone(),
+            topics(&settings.kafka.topics),
+            params,
+            store::RecordLimit::from(&settings.kafka),
+        )
+        .with_solver_queue(settings.optimize.max_queued_solves as usize);
+        if let Some(roads) = &roads {
+            store = store.with_costs(roads.clone());
+        }
         let api = Api {
             lifecycle: lifecycle.clone(),
             outbox: outbox.clone(),
             delivery,
             metrics: metrics::install(),
-            store: Store::new(
-                outbox.clone(),
-                topics(&settings.kafka.topics),
-                params,
-                store::RecordLimit::from(&settings.kafka),
-            )
-            .with_solver_queue(settings.optimize.max_queued_solves as usize),
+            store,
             tokens,
             ws: hub.clone(),
             rate: RateLimiter::new(
@@ -180,6 +195,7 @@ impl App {
             limits,
             admission: http::admission::Admission::new(settings.http.max_in_flight as usize),
             cors_origins: settings.http.cors_origins.clone(),
+            roads,
         };
         if let Err(e) = data_dir.publish_address(local_addr) {
             tracing::warn!(cause = %e, "cannot record the gateway address for the operator CLI");

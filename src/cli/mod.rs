@@ -65,6 +65,20 @@ pub enum Command {
     /// Kafka connectivity.
     #[command(subcommand)]
     Kafka(KafkaCommand),
+    /// The road network.
+    #[command(subcommand)]
+    Graph(GraphCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GraphCommand {
+    /// Prepare the road graph of an OpenStreetMap extract in the data directory, so that
+    /// `serve` loads it at once (it would otherwise prepare it on its first start).
+    Build {
+        /// The `.osm.pbf` extract [default: routing.osm_file].
+        #[arg(long, value_name = "FILE")]
+        osm: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +93,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:4000].
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
+    /// OpenStreetMap extract whose roads every cost follows [default: routing.osm_file].
+    #[arg(long, value_name = "FILE")]
+    pub osm: Option<PathBuf>,
 }
 
 impl Cli {
@@ -97,8 +114,21 @@ impl Cli {
         if let Some(format) = &g.log_format {
             flags.push(("log.format".into(), format.clone(), "--log-format".into()));
         }
-        if let Command::Serve(ServeArgs { bind: Some(bind) }) = &self.command {
+        if let Command::Serve(ServeArgs {
+            bind: Some(bind), ..
+        }) = &self.command
+        {
             flags.push(("http.bind".into(), bind.clone(), "--bind".into()));
+        }
+        let osm = match &self.command {
+            Command::Serve(ServeArgs { osm, .. }) | Command::Graph(GraphCommand::Build { osm }) => {
+                osm.as_ref()
+            }
+            _ => None,
+        };
+        if let Some(osm) = osm {
+            let osm = osm.to_str().context("--osm must be valid UTF-8")?;
+            flags.push(("routing.osm_file".into(), osm.to_string(), "--osm".into()));
         }
         for kv in &g.set {
             let (k, v) = kv
@@ -137,6 +167,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Kafka(KafkaCommand::Check(json)) => {
             block_on(kafka_check(&layered.settings, json.json))
         }
+        Command::Graph(GraphCommand::Build { .. }) => graph_build(&layered.settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -183,6 +214,30 @@ async fn kafka_check(settings: &crate::config::Settings, json: bool) -> anyhow::
     } else {
         anyhow::bail!("kafka check failed")
     }
+}
+
+/// Prepares (or checks) the road graph of `routing.osm_file` in the data directory.
+fn graph_build(settings: &crate::config::Settings) -> anyhow::Result<()> {
+    let osm = PathBuf::from(&settings.routing.osm_file);
+    if settings.routing.osm_file.is_empty() {
+        anyhow::bail!("no extract: give --osm FILE or set routing.osm_file");
+    }
+    let data_dir = &settings.storage.data_dir;
+    let started = std::time::Instant::now();
+    let (roads, origin) = crate::roads::Roads::open(&osm, data_dir)?;
+    let verb = match origin {
+        crate::roads::Origin::Built => "prepared",
+        crate::roads::Origin::Loaded => "already prepared, loaded",
+    };
+    crate::cli_outln!(
+        "{verb} {} in {:.1} s: {} junctions, {} road stretches -> {}",
+        roads.info.extract,
+        started.elapsed().as_secs_f64(),
+        roads.info.nodes,
+        roads.info.edges,
+        crate::roads::graph_path(data_dir, &osm).display()
+    );
+    Ok(())
 }
 
 fn serve(layered: Layered) -> anyhow::Result<()> {

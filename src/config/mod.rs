@@ -104,6 +104,7 @@ pub struct Settings {
     pub storage: StorageConfig,
     pub kafka: KafkaConfig,
     pub optimize: OptimizeConfig,
+    pub routing: RoutingConfig,
     pub websocket: WebSocketConfig,
     pub log: LogConfig,
 }
@@ -283,6 +284,17 @@ pub struct OptimizeConfig {
     pub max_queued_solves: u32,
 }
 
+/// The road network behind every cost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// An OpenStreetMap extract (`.osm.pbf`): routes, ETAs and geometry follow its roads. Empty:
+    /// great-circle distance × `optimize.detour_factor` at `optimize.average_speed_kmh`.
+    pub osm_file: String,
+    /// A point farther than this from any road a car may drive on is refused (422).
+    pub max_snap_meters: f64,
+}
+
 /// Live updates over WebSocket.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -385,6 +397,10 @@ impl Default for Settings {
                 average_speed_kmh: 40.0,
                 max_compute_ms: 2000,
                 max_queued_solves: 8,
+            },
+            routing: RoutingConfig {
+                osm_file: String::new(),
+                max_snap_meters: 1000.0,
             },
             websocket: WebSocketConfig {
                 max_connections: 20_000,

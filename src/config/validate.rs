@@ -209,6 +209,12 @@ impl Settings {
             "optimize.max_compute_ms",
             "expected 1 to 600000",
         )?;
+        let r = &self.routing;
+        check(
+            r.max_snap_meters > 0.0 && r.max_snap_meters <= 100_000.0,
+            "routing.max_snap_meters",
+            "expected more than 0 and at most 100000",
+        )?;
         check(
             w.max_connections >= 1,
             "websocket.max_connections",

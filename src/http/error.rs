@@ -31,6 +31,12 @@ pub enum ApiError {
     /// Well-formed but not acceptable (a timestamp outside the window): 422 naming the field.
     #[error("{message}")]
     Unprocessable { message: String, field: String },
+    /// A point of the request cannot be reached on the road network: 422 naming it.
+    #[error("{message}")]
+    Unroutable { message: String, field: String },
+    /// The road network is configured but not loaded (yet): 503.
+    #[error("{0}")]
+    RoadsUnavailable(String),
     /// The request conflicts with the resource's current state (e.g. an impossible transition).
     #[error("{0}")]
     Conflict(String),
@@ -98,6 +104,13 @@ impl From<store::Error> for ApiError {
                 message: e.to_string(),
                 retry_after_secs: 2,
             },
+            S::Optimizer(crate::optimize::Error::Unroutable { field, message }) => {
+                ApiError::Unroutable {
+                    message: format!("{field} is unroutable: {message}"),
+                    field,
+                }
+            }
+            S::Optimizer(crate::optimize::Error::Unavailable(m)) => ApiError::RoadsUnavailable(m),
             S::Optimizer(_) | S::Corrupt { .. } | S::Task(_) => ApiError::Internal(e.to_string()),
         }
     }
@@ -116,7 +129,10 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable { .. } | ApiError::Unroutable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::RoadsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -137,6 +153,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unprocessable { .. } => "unprocessable",
+            ApiError::Unroutable { .. } => "unroutable",
+            ApiError::RoadsUnavailable(_) => "road_network_unavailable",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -158,6 +176,7 @@ impl ApiError {
             | ApiError::Unavailable {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            ApiError::RoadsUnavailable(_) => Some(5),
             _ => None,
         }
     }
@@ -191,7 +210,9 @@ impl ApiError {
     fn body(&self) -> ErrorBody {
         let field = match self {
             ApiError::BadRequest { field, .. } => field.clone(),
-            ApiError::Unprocessable { field, .. } => Some(field.clone()),
+            ApiError::Unprocessable { field, .. } | ApiError::Unroutable { field, .. } => {
+                Some(field.clone())
+            }
             ApiError::UnsupportedMediaType(_) => Some("content-type".into()),
             _ => None,
         };

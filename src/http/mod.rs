@@ -85,6 +85,8 @@ pub struct Api {
     pub admission: admission::Admission,
     /// CORS origins (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// The road network, when `routing.osm_file` is set: not ready until it is loaded.
+    pub roads: Option<Arc<crate::roads::live::LiveRoads>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -208,9 +210,12 @@ pub fn check_cors(origins: &[String]) -> Result<(), CorsError> {
 
 fn endpoints(api: &Api) -> BoxedFilter<(Response,)> {
     let outbox = api.outbox.clone();
-    let storage: Check = Arc::new(move || match outbox.failure() {
-        None => Ok(()),
-        Some(reason) => Err(reason),
+    let roads = api.roads.clone();
+    let storage: Check = Arc::new(move || {
+        if let Some(reason) = outbox.failure() {
+            return Err(reason);
+        }
+        roads.as_ref().map_or(Ok(()), |r| r.ready())
     });
     let admitted = api
         .admission

@@ -42,6 +42,7 @@ pub(super) fn rig(adjust: impl FnOnce(&mut Settings)) -> Rig {
         tokio_util::sync::CancellationToken::new(),
     );
     let api = Api {
+        roads: None,
         lifecycle: Arc::default(),
         outbox: outbox.clone(),
         delivery,

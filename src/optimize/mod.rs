@@ -89,6 +89,9 @@ pub use model::{
     Solution, Stop, TimeWindow,
 };
 
+/// A cost source shared across threads (the gateway's road network).
+pub type SharedSource = std::sync::Arc<dyn CostMatrixSource + Send + Sync>;
+
 /// Problems with at most this many stops are solved exactly.
 pub const EXACT_MAX_STOPS: usize = strategy::EXACT_MAX_FREE;
 

@@ -28,6 +28,7 @@
 
 pub mod build;
 pub mod ch;
+pub mod live;
 pub mod network;
 pub mod profile;
 pub mod snap;
@@ -282,6 +283,19 @@ impl Roads {
         out.dedup();
         Some(out)
     }
+}
+
+/// A configured extract (`routing.osm_file`) must be readable at start; empty means none.
+pub fn check_extract(osm_file: &str) -> Result<()> {
+    if osm_file.is_empty() {
+        return Ok(());
+    }
+    std::fs::File::open(osm_file)
+        .map(drop)
+        .map_err(|e| Error::Extract {
+            path: osm_file.into(),
+            message: e.to_string(),
+        })
 }
 
 /// The weighting a request asks for.

@@ -14,7 +14,7 @@
 use chrono::{DateTime, Duration, FixedOffset};
 
 use super::record::{NextStop, Position, Route, RouteStatus, RouteStop, StopStatus};
-use crate::optimize::{Location, haversine_meters};
+use crate::optimize::{self, Location, haversine_meters};
 
 /// Why a stop update cannot be applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -112,16 +112,36 @@ pub fn next_stop(route: &Route) -> Option<NextStop> {
         })
 }
 
-/// How driving time is estimated: the optimizer's great-circle model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How driving time is estimated: the configured cost source (the road network when there is
+/// one), else — and for a fix it cannot place, e.g. far off every road — the great-circle model.
+#[derive(Clone)]
 pub struct Travel {
     pub detour_factor: f64,
     pub average_speed_kmh: f64,
+    pub costs: Option<optimize::SharedSource>,
+}
+
+impl std::fmt::Debug for Travel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Travel")
+            .field("detour_factor", &self.detour_factor)
+            .field("average_speed_kmh", &self.average_speed_kmh)
+            .field("costs", &self.costs.as_ref().map(|c| c.cost_model()))
+            .finish()
+    }
 }
 
 impl Travel {
     pub fn drive_seconds(&self, a: Location, b: Location) -> f64 {
-        haversine_meters(a, b) * self.detour_factor / (self.average_speed_kmh / 3.6)
+        let by_source = self.costs.as_ref().and_then(|c| {
+            let m = c
+                .matrices(&[a, b], &optimize::Preferences::default())
+                .ok()?;
+            Some(m.duration_seconds.get(0, 1))
+        });
+        by_source.unwrap_or_else(|| {
+            haversine_meters(a, b) * self.detour_factor / (self.average_speed_kmh / 3.6)
+        })
     }
 
     /// Seconds the vehicle at `fix` will reach `next` after its planned arrival (negative:
@@ -265,6 +285,7 @@ mod tests {
         let travel = Travel {
             detour_factor: 1.3,
             average_speed_kmh: 40.0,
+            costs: None,
         };
         let next = NextStop {
             id: "b".into(),

@@ -196,6 +196,8 @@ pub struct Store {
     params: Arc<optimize::Params>,
     /// One turn per core, smallest problem next, a bounded queue ([`solvers`]).
     solvers: Arc<solvers::Solvers>,
+    /// Where travel costs come from: the road network, when one is configured.
+    costs: Option<optimize::SharedSource>,
 }
 
 impl std::fmt::Debug for Store {
@@ -245,7 +247,14 @@ impl Store {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
                 DEFAULT_MAX_QUEUED_SOLVES,
             ),
+            costs: None,
         }
+    }
+
+    /// Costs from `source` (the road network) instead of the great-circle model.
+    pub fn with_costs(mut self, source: optimize::SharedSource) -> Store {
+        self.costs = Some(source);
+        self
     }
 
     /// At most `max_queued` optimize requests wait for the solver; more get 503 at once.
@@ -260,6 +269,7 @@ impl Store {
         Travel {
             detour_factor: self.params.detour_factor,
             average_speed_kmh: self.params.average_speed_kmh,
+            costs: self.costs.clone(),
         }
     }
 

@@ -237,8 +237,12 @@ impl Store {
                     Error::SolverQueueFull("a smaller optimize request took this place".into())
                 })?,
         };
+        let costs = self.costs.clone();
         let solve = self.blocking(move |t| {
-            let solution = optimize::solve(&problem, &params);
+            let solution = match &costs {
+                Some(source) => optimize::solve_with_matrix(&problem, &params, source.as_ref()),
+                None => optimize::solve(&problem, &params),
+            };
             drop(turn);
             Ok((solution?, then(t)?))
         });

@@ -14,6 +14,7 @@ mod hostile;
 mod kafka_harness;
 mod operator;
 mod power_cut;
+mod roads;
 mod safe_defaults;
 mod secrets;
 mod ws;
