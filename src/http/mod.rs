@@ -36,6 +36,7 @@ pub mod observe;
 pub mod openapi;
 pub mod optimize;
 pub mod positions;
+pub mod roads;
 pub mod routes;
 pub mod status;
 pub mod ws;
@@ -257,6 +258,8 @@ fn admitted_endpoints(api: &Api) -> BoxedFilter<(Response,)> {
         .or(optimize::optimize(api.clone()).boxed())
         .unify()
         .or(routes::list(api.clone()).boxed())
+        .unify()
+        .or(roads::basemap(api.clone()).boxed())
         .unify()
         .or(routes::get(api.clone()).boxed())
         .unify()

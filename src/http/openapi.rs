@@ -35,6 +35,7 @@ pub const ENDPOINTS: &[&str] = &[
     "POST /traffic/routes/{routeId}/reoptimize",
     "GET /traffic/routes/{routeId}/events",
     "POST /traffic/vehicles/{vehicleId}/positions",
+    "GET /traffic/roads",
     "GET /admin/queue/stats",
     "GET /admin/queue/pending",
     "GET /admin/dead-letters",

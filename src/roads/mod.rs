@@ -26,6 +26,7 @@
 //! in a drivable direction, are also joined directly along it. Turn restrictions are not
 //! modelled (see the README).
 
+pub mod basemap;
 pub mod build;
 pub mod ch;
 pub mod live;

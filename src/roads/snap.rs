@@ -48,6 +48,19 @@ impl Index {
         }
     }
 
+    /// `p` in the search plane (metres).
+    pub fn to_plane(&self, p: Location) -> [f64; 2] {
+        plane(p, self.cos_lat)
+    }
+
+    /// Edges with a segment inside `envelope` (plane coordinates), with repeats.
+    pub fn edges_in(&self, envelope: &rstar::AABB<[f64; 2]>) -> Vec<u32> {
+        self.tree
+            .locate_in_envelope_intersecting(*envelope)
+            .map(|s| s.data.0)
+            .collect()
+    }
+
     /// The nearest place on the network to `p`.
     pub fn snap(&self, net: &Network, p: Location) -> Option<Snap> {
         let q = plane(p, self.cos_lat);

@@ -18,18 +18,11 @@
 // route again over REST and show both changes within 2 s. The page must log no error (a CSP
 // violation or an exception fails the test). Prints one JSON line of timings.
 
-import { createRequire } from 'node:module';
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
+import { env, launch, watch } from './common.mjs';
+
 const gateway = env('GATEWAY_URL');
-const require = createRequire(path.join(env('BROWSER_MODULES'), 'noop.js'));
-const { chromium } = require('playwright-core');
 const token = process.env.API_TOKEN || '';
 const SHOW_WITHIN_MS = 2000;
 
@@ -56,16 +49,7 @@ async function shown(page, selector, since, what) {
   return Date.now() - since;
 }
 
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM'),
-  headless: true,
-  // Background networking off: this machine's network is closed and Chromium would otherwise
-  // keep trying (and failing) to reach Google's services.
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launch();
 const problems = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
@@ -85,12 +69,7 @@ try {
       ws.send(message);
     });
   });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => {
-    // kafka-health answers 503 while Kafka is not healthy (there is no broker here): expected.
-    const health = m.location().url.endsWith('/traffic/routes/kafka-health');
-    if (m.type() === 'error' && !health) problems.push(`console: ${m.text()} (${m.location().url})`);
-  });
+  watch(page, problems);
 
   await page.goto(`${gateway}/${token ? `?token=${encodeURIComponent(token)}` : ''}`);
   await page.locator('#stream[data-state="live"]').waitFor({ timeout: 10000 });

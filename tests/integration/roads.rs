@@ -156,3 +156,89 @@ async fn a_missing_extract_stops_the_start_with_an_error_naming_it() {
         .to_string();
     assert!(err.contains("/nowhere/depot.osm.pbf"), "{err}");
 }
+
+#[tokio::test]
+async fn the_basemap_serves_the_extracts_roads_in_a_box_simplified_for_the_zoom() {
+    let gw = road_gateway().await;
+    let bbox = "7.41,43.72,7.44,43.75";
+    let (status, close) = gw
+        .get_json(&format!("/traffic/roads?bbox={bbox}&zoom=18"))
+        .await;
+    assert_eq!(status, 200, "{close}");
+    assert_eq!(close["type"], "FeatureCollection");
+    let features = close["features"].as_array().unwrap();
+    assert!(features.len() > 100, "{} stretches", features.len());
+    let vertices = |m: &Value| -> usize {
+        m["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["geometry"]["coordinates"].as_array().unwrap().len())
+            .sum()
+    };
+    let (_, far) = gw
+        .get_json(&format!("/traffic/roads?bbox={bbox}&zoom=12"))
+        .await;
+    assert_eq!(far["features"].as_array().unwrap().len(), features.len());
+    assert!(
+        vertices(&far) < vertices(&close),
+        "a lower zoom keeps fewer vertices"
+    );
+    for bad in [
+        "7.41,43.72,7.44",
+        "7.44,43.72,7.41,43.75",
+        "1,2,3,4",
+        "a,b,c,d",
+    ] {
+        let (status, err) = gw.get_json(&format!("/traffic/roads?bbox={bad}")).await;
+        assert_eq!(
+            (status, err["field"].as_str()),
+            (400, Some("bbox")),
+            "{bad}: {err}"
+        );
+    }
+    gw.stop().await;
+    let plain = TestGateway::spawn(|_| {}).await;
+    let (status, err) = plain.get_json(&format!("/traffic/roads?bbox={bbox}")).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("not_found")),
+        "{err}"
+    );
+    plain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_a_road_route_over_the_extracts_roads() {
+    use crate::harness::browser;
+    let gw = road_gateway().await;
+    let b = tokio::task::spawn_blocking(browser::install)
+        .await
+        .expect("the browser install does not panic");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shot = browser::target_dir().join("dashboard-roads.png");
+    let _ = std::fs::remove_file(&shot);
+    let run = tokio::time::timeout(
+        Duration::from_secs(50),
+        tokio::process::Command::new(&b.node)
+            .arg(browser::browser_src_dir().join("roads.spec.mjs"))
+            .env("GATEWAY_URL", gw.url(""))
+            .env("BROWSER_MODULES", &b.modules)
+            .env("CHROMIUM", &b.chromium)
+            .env("SEED", root.join("data/samples/optimize-monaco.json"))
+            .env("SCREENSHOT", &shot)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser test finishes within 50 s")
+    .expect("run node");
+    assert!(
+        run.status.success(),
+        "the browser test failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(shot.is_file());
+    gw.stop().await;
+}

@@ -642,6 +642,40 @@
   const valid = (p) => Array.isArray(p) && num(p[0]) !== null && num(p[1]) !== null;
   const fmtPt = ([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`;
 
+  // The extract's own roads under a route planned on them (costModel "road"): fetched once per
+  // box (the box snapped outward to a 0.01° grid, so a moving vehicle rarely asks again).
+  const basemaps = new Map();
+
+  function drawRoads(map, route, all, project) {
+    const model = route.optimization && route.optimization.costModel;
+    if (!model || model.kind !== 'road') return;
+    const lons = all.map((p) => p[0]);
+    const lats = all.map((p) => p[1]);
+    const grid = (v, up) => (up ? Math.ceil(v * 100) : Math.floor(v * 100)) / 100;
+    const box = [grid(Math.min(...lons), false), grid(Math.min(...lats), false),
+      grid(Math.max(...lons), true), grid(Math.max(...lats), true)];
+    if (box[2] - box[0] > 0.5 || box[3] - box[1] > 0.5) return;
+    const span = Math.max(box[2] - box[0], box[3] - box[1], 0.001);
+    const zoom = Math.max(10, Math.min(18, Math.round(Math.log2(360 / span)) + 1));
+    const key = `${box.map((v) => v.toFixed(2)).join(',')}&zoom=${zoom}`;
+    if (!basemaps.has(key)) {
+      basemaps.set(key, api(`/traffic/roads?bbox=${key}`)
+        .then((r) => (r.ok ? r.body : null))
+        .catch(() => null));
+    }
+    basemaps.get(key).then((fc) => {
+      if (!fc || !Array.isArray(fc.features)) return;
+      const g = svg('g', { class: 'roads', 'aria-hidden': 'true' });
+      for (const f of fc.features) {
+        const c = f.geometry && Array.isArray(f.geometry.coordinates) ? f.geometry.coordinates.filter(valid) : [];
+        if (c.length < 2) continue;
+        const major = f.properties && f.properties.highway;
+        g.append(svg('polyline', { class: major ? 'road major' : 'road', points: c.map(project).map(fmtPt).join(' ') }));
+      }
+      map.insertBefore(g, map.firstChild);
+    });
+  }
+
   function drawMap(route, vehicle) {
     const stops = route.optimizedStops.filter((s) => num(s.latitude) !== null && num(s.longitude) !== null);
     const stopPts = stops.map((s) => [s.longitude, s.latitude]);
@@ -659,6 +693,7 @@
     if (all.length === 0) return map;
     const project = projection(all);
     const xy = line.map(project);
+    drawRoads(map, route, all, project);
 
     if (xy.length >= 2) {
       map.append(svg('polyline', { class: 'leg', points: xy.map(fmtPt).join(' ') }));
