@@ -215,6 +215,9 @@ fn main() {
         ours.optimize_100_ms,
         None,
     );
+    if flag("--lkh") {
+        lkh_gaps(&osm, work.path(), &nodes_sample(&osm));
+    }
     let Some(peer) = peer else { return };
     let theirs = peer["pairs"].as_array().cloned().unwrap_or_default();
     let (mut dd, mut dt) = (Vec::new(), Vec::new());
@@ -302,3 +305,116 @@ fn graphhopper(
     assert!(status.success(), "the GraphHopper peer failed");
     serde_json::from_slice(&std::fs::read(&out).expect("peer output")).expect("peer JSON")
 }
+
+/// 1,000 random junctions of the network (fixed seed), for the quality instances.
+fn nodes_sample(osm: &Path) -> Vec<Location> {
+    let roads = Roads::build(osm).expect("build");
+    let nodes = &roads.network().nodes;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    (0..1000)
+        .map(|_| nodes[rng.random_range(0..nodes.len())])
+        .collect()
+}
+
+/// Routegate's round trips against LKH-3's on the same asymmetric matrices.
+fn lkh_gaps(osm: &Path, work: &Path, pool: &[Location]) {
+    let roads = Roads::build(osm).expect("build");
+    let prefs = Preferences::default();
+    let mut rows = Vec::new();
+    for n in [100usize, 200] {
+        for seed in 0..5u64 {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let pts: Vec<Location> = (0..n)
+                .map(|_| pool[rng.random_range(0..pool.len())])
+                .collect();
+            let m = roads.matrices(&pts, &prefs).expect("matrix");
+            let ms: Vec<Vec<u64>> = (0..n)
+                .map(|i| {
+                    (0..n)
+                        .map(|j| (m.duration_seconds.get(i, j) * 1000.0).round() as u64)
+                        .collect()
+                })
+                .collect();
+            let stops: Vec<serde_json::Value> = pts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| serde_json::json!({"id": i.to_string(), "latitude": p.latitude, "longitude": p.longitude}))
+                .collect();
+            let problem: routegate::optimize::Problem =
+                serde_json::from_value(serde_json::json!({"stops": stops, "roundTrip": true}))
+                    .expect("problem");
+            let params = routegate::optimize::Params {
+                now: Some(chrono::Utc::now()),
+                max_compute_ms: 60_000,
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let s =
+                routegate::optimize::solve_with_matrix(&problem, &params, &roads).expect("solve");
+            let took = ms_since(started);
+            let order: Vec<usize> = s
+                .optimized_stops
+                .iter()
+                .map(|st| st.id.parse().expect("index id"))
+                .collect();
+            let ours: u64 = (0..n).map(|k| ms[order[k]][order[(k + 1) % n]]).sum();
+            let file = work.join(format!("lkh-{n}-{seed}.json"));
+            std::fs::write(&file, serde_json::to_vec(&ms).expect("json")).expect("write");
+            rows.push((n, seed, ours, took, file));
+        }
+    }
+    let files: Vec<String> = rows.iter().map(|r| r.4.display().to_string()).collect();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(LKH_SCRIPT)
+        .args(&files)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "elkai failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().expect("an LKH tour cost"))
+        .collect();
+    println!();
+    println!(
+        "route quality on {} driving times (asymmetric; round trips, integer ms):",
+        osm.display()
+    );
+    println!("| stops | instances | mean gap to LKH-3 | worst gap | routegate solve time (mean) |");
+    println!("|---:|---:|---:|---:|---:|");
+    for n in [100usize, 200] {
+        let (mut gaps, mut times) = (Vec::new(), Vec::new());
+        for (row, lkh) in rows.iter().zip(&theirs) {
+            if row.0 == n {
+                gaps.push((row.2 as f64 - *lkh as f64) / *lkh as f64 * 100.0);
+                times.push(row.3);
+            }
+        }
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let worst = gaps.iter().cloned().fold(f64::MIN, f64::max);
+        let time = times.iter().sum::<f64>() / times.len() as f64;
+        println!(
+            "| {n} | {} | {mean:.2}% | {worst:.2}% | {time:.0} ms |",
+            gaps.len()
+        );
+    }
+}
+
+fn ms_since(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Solves each matrix file with LKH-3 (elkai) and prints the tour's cost, one per line.
+const LKH_SCRIPT: &str = r#"
+import json, sys
+import elkai
+for path in sys.argv[1:]:
+    m = json.load(open(path))
+    tour = elkai.solve_int_matrix(m)
+    n = len(tour)
+    print(sum(m[tour[k]][tour[(k + 1) % n]] for k in range(n)))
+"#;
