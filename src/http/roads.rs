@@ -44,13 +44,7 @@ async fn answer(params: Vec<(String, String)>, api: Api) -> Result<Response, Rej
 }
 
 fn parse(params: &[(String, String)]) -> Result<(Location, Location, i32), ApiError> {
-    let last = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let last = |name: &str| super::routes::param(params, name);
     let bad_box = || {
         ApiError::bad_request(
             format!(

@@ -54,7 +54,7 @@ async fn page(params: Vec<(String, String)>, api: Api) -> Result<Response, Rejec
 }
 
 /// The last value of each query parameter.
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .rev()

@@ -114,7 +114,7 @@ fn split(ways: &[Way], uses: &HashMap<i64, u32>, coords: &HashMap<i64, Location>
         })
     };
     for way in ways {
-        let mut start: Option<(u32, usize)> = None;
+        let mut start: Option<u32> = None;
         let mut points: Vec<Location> = Vec::new();
         for r in &way.refs {
             let Some(&at) = coords.get(r) else {
@@ -128,13 +128,13 @@ fn split(ways: &[Way], uses: &HashMap<i64, u32>, coords: &HashMap<i64, Location>
                 continue;
             }
             let here = node(&mut net, *r, at);
-            if let Some((from, _)) = start
+            if let Some(from) = start
                 && from != here
                 && points.len() >= 2
             {
                 net.push_edge(from, here, &points, way.class);
             }
-            start = Some((here, 0));
+            start = Some(here);
             points.clear();
             points.push(at);
         }
