@@ -141,10 +141,14 @@ impl<'g> LocalSearch<'g> {
             let inner = delta >= -EPS || tour.span(x2, y1) <= tour.span(y2, x1);
             return Some((delta, inner));
         }
-        // Reversing x2..y1 gives x1→y1 … x2→y2; reversing y2..x1 gives y1→x1 … y2→x2.
-        let inner = (!self.holds_fixed(tour, x2, y1))
+        // Reversing x2..y1 gives x1→y1 … x2→y2; reversing y2..x1 gives y1→x1 … y2→x2. The two
+        // paths split the cycle and neither removed edge is the fixed one, so a fixed edge lies
+        // in exactly one of them.
+        let inner_fixed = self.holds_fixed(tour, x2, y1);
+        let outer_fixed = g.fixed.is_some() && !inner_fixed;
+        let inner = (!inner_fixed)
             .then(|| g.c(x1, y1) + g.c(x2, y2) - removed + self.reversal_cost(tour, x2, y1));
-        let outer = (!self.holds_fixed(tour, y2, x1))
+        let outer = (!outer_fixed)
             .then(|| g.c(y1, x1) + g.c(y2, x2) - removed + self.reversal_cost(tour, y2, x1));
         match (inner, outer) {
             (Some(i), Some(o)) => Some(if i <= o { (i, true) } else { (o, false) }),

@@ -41,7 +41,16 @@ impl Tour {
     /// Node at position `i` (taken modulo the length).
     #[inline]
     pub(crate) fn at(&self, i: usize) -> usize {
-        self.order[i % self.order.len()] as usize
+        let n = self.order.len();
+        // Callers pass positions below `2n` almost always; a division is ten times a compare.
+        let i = if i < n {
+            i
+        } else if i < 2 * n {
+            i - n
+        } else {
+            i % n
+        };
+        self.order[i] as usize
     }
 
     /// Position of node `v`.
@@ -75,8 +84,12 @@ impl Tour {
     /// Number of nodes on the path from `a` to `b` following successors, both included.
     #[inline]
     pub(crate) fn span(&self, a: usize, b: usize) -> usize {
-        let n = self.order.len();
-        (self.pos(b) + n - self.pos(a)) % n + 1
+        let (pa, pb) = (self.pos(a), self.pos(b));
+        if pb >= pa {
+            pb - pa + 1
+        } else {
+            pb + self.order.len() - pa + 1
+        }
     }
 
     /// The nodes in cycle order starting at position 0.
@@ -199,6 +212,22 @@ mod tests {
 
     fn consistent(t: &Tour) -> bool {
         (0..t.len()).all(|v| t.at(t.pos(v)) == v)
+    }
+
+    #[test]
+    fn positions_and_spans_wrap_like_modular_arithmetic() {
+        let order = [3, 0, 6, 1, 5, 2, 4];
+        let t = Tour::new(&order);
+        let n = order.len();
+        for i in 0..5 * n {
+            assert_eq!(t.at(i), order[i % n], "at({i})");
+        }
+        for a in 0..n {
+            for b in 0..n {
+                let want = (t.pos(b) + n - t.pos(a)) % n + 1;
+                assert_eq!(t.span(a, b), want, "span({a}, {b})");
+            }
+        }
     }
 
     #[test]
