@@ -6,20 +6,58 @@
 //! references; counted: how many ways use each node), then the nodes (kept: coordinates of
 //! referenced nodes only). Memory is therefore proportional to the *road* part of the extract,
 //! not to the extract: about 40 bytes per referenced node and 8 per reference.
+//!
+//! # Turn restrictions
+//!
+//! The first pass also keeps the relations that restrict a car's turns ([`profile::turn_rule`])
+//! with one `via` *node* and `from` / `to` ways. Restrictions with a `via` *way* (a U-turn over
+//! a dual carriageway's crossing, say) are counted and skipped: node splitting models one
+//! junction, not a sequence of them. After the split and the component filter each restriction
+//! is mapped onto arcs: its *from arcs* are the arcs of the `from` way(s) that end at the via
+//! node, its *to arcs* the arcs of the `to` way(s) that start there (a `from` way that runs
+//! through the via node, which OSM's rules do not allow, contributes both its arcs into it).
+//! `no_*` forbids every from arc → to arc turn; `only_*` forbids every other turn out of each
+//! from arc at the via node, the U-turn included. A restriction whose via node, from arcs or to
+//! arcs are not in the kept network (a way cut off, not drivable that way, or not a car's road)
+//! is dropped. The forbidden turns end in [`Network::forbidden`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use osmpbf::{BlobDecode, BlobReader, Element, ElementReader};
+use osmpbf::{BlobDecode, BlobReader, Element, ElementReader, RelMemberType};
 
 use super::network::{Edge, Network};
-use super::profile::{self, WayClass};
+use super::profile::{self, TurnRule, WayClass};
 use super::{Error, Result};
 use crate::optimize::{Location, haversine_meters};
 
-struct Way {
-    class: WayClass,
-    refs: Vec<i64>,
+/// A way a car may use, with its OSM id and node references.
+pub(crate) struct Way {
+    pub id: i64,
+    pub class: WayClass,
+    pub refs: Vec<i64>,
+}
+
+/// A turn restriction as the extract tags it (OSM ids).
+#[derive(Debug, Clone)]
+pub(crate) struct Restriction {
+    pub rule: TurnRule,
+    pub from: Vec<i64>,
+    pub via: i64,
+    pub to: Vec<i64>,
+}
+
+/// How many turn restrictions the extract has and how many the network applies.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RestrictionCounts {
+    /// Relations that bind a car (`type=restriction`, see [`profile::turn_rule`]).
+    pub tagged: usize,
+    /// Of those, with a `via` way: skipped.
+    pub via_way: usize,
+    /// Of those, malformed (no `from`, `to` or `via`, or several via nodes): skipped.
+    pub malformed: usize,
+    /// Mapped onto the kept network's arcs.
+    pub applied: usize,
 }
 
 /// What the extract's header says about it.
@@ -30,36 +68,44 @@ pub struct Header {
 }
 
 /// Reads the extract and builds the network.
-pub fn network(osm: &Path) -> Result<(Network, Header)> {
+pub fn network(osm: &Path) -> Result<(Network, Header, RestrictionCounts)> {
     let unreadable = |e: osmpbf::Error| Error::Extract {
         path: osm.to_path_buf(),
         message: e.to_string(),
     };
     let header = header(osm).map_err(unreadable)?;
     let mut ways = Vec::new();
-    let mut uses: HashMap<i64, u32> = HashMap::new();
+    let mut restrictions = Vec::new();
+    let mut counts = RestrictionCounts::default();
     ElementReader::from_path(osm)
         .map_err(unreadable)?
-        .for_each(|element| {
-            if let Element::Way(w) = element
-                && let Some(class) = profile::classify(w.tags())
-            {
-                let refs: Vec<i64> = w.refs().collect();
-                if refs.len() >= 2 {
-                    for r in &refs {
-                        *uses.entry(*r).or_default() += 1;
+        .for_each(|element| match element {
+            Element::Way(w) => {
+                if let Some(class) = profile::classify(w.tags()) {
+                    let refs: Vec<i64> = w.refs().collect();
+                    if refs.len() >= 2 {
+                        ways.push(Way {
+                            id: w.id(),
+                            class,
+                            refs,
+                        });
                     }
-                    ways.push(Way { class, refs });
                 }
             }
+            Element::Relation(r) => {
+                if let Some(rule) = profile::turn_rule(r.tags()) {
+                    counts.tagged += 1;
+                    match restriction(rule, &r) {
+                        Ok(found) => restrictions.push(found),
+                        Err(Skipped::ViaWay) => counts.via_way += 1,
+                        Err(Skipped::Malformed) => counts.malformed += 1,
+                    }
+                }
+            }
+            _ => {}
         })
         .map_err(unreadable)?;
-    // A way's two ends are graph nodes even when no other way touches them.
-    for w in &ways {
-        for end in [w.refs[0], w.refs[w.refs.len() - 1]] {
-            *uses.get_mut(&end).expect("counted above") += 1;
-        }
-    }
+    let uses = node_uses(&ways);
     let mut coords: HashMap<i64, Location> = HashMap::with_capacity(uses.len());
     ElementReader::from_path(osm)
         .map_err(unreadable)?
@@ -86,8 +132,78 @@ pub fn network(osm: &Path) -> Result<(Network, Header)> {
             message: "the extract holds no road a car may drive on".into(),
         });
     }
-    let network = split(&ways, &uses, &coords);
-    Ok((largest_component(network), header))
+    let (net, applied) = assemble(&ways, &uses, &coords, &restrictions);
+    counts.applied = applied;
+    Ok((net, header, counts))
+}
+
+enum Skipped {
+    ViaWay,
+    Malformed,
+}
+
+/// A restriction relation's members.
+fn restriction(rule: TurnRule, r: &osmpbf::Relation) -> std::result::Result<Restriction, Skipped> {
+    let (mut from, mut to, mut via) = (Vec::new(), Vec::new(), Vec::new());
+    for m in r.members() {
+        match (m.role().unwrap_or(""), m.member_type) {
+            ("from", RelMemberType::Way) => from.push(m.member_id),
+            ("to", RelMemberType::Way) => to.push(m.member_id),
+            ("via", RelMemberType::Node) => via.push(m.member_id),
+            ("via", RelMemberType::Way) => return Err(Skipped::ViaWay),
+            _ => {}
+        }
+    }
+    match via[..] {
+        [via] if !from.is_empty() && !to.is_empty() => Ok(Restriction {
+            rule,
+            from,
+            via,
+            to,
+        }),
+        _ => Err(Skipped::Malformed),
+    }
+}
+
+/// How many ways use each node; a way's two ends count once more, so they are graph nodes
+/// even when no other way touches them.
+fn node_uses(ways: &[Way]) -> HashMap<i64, u32> {
+    let mut uses: HashMap<i64, u32> = HashMap::new();
+    for w in ways {
+        for r in &w.refs {
+            *uses.entry(*r).or_default() += 1;
+        }
+    }
+    for w in ways {
+        for end in [w.refs[0], w.refs[w.refs.len() - 1]] {
+            *uses.get_mut(&end).expect("counted above") += 1;
+        }
+    }
+    uses
+}
+
+/// The network from ways, node coordinates and restrictions already read: split, reduced to
+/// the largest strongly connected component, restrictions applied. Also returns how many
+/// restrictions were applied.
+fn assemble(
+    ways: &[Way],
+    uses: &HashMap<i64, u32>,
+    coords: &HashMap<i64, Location>,
+    restrictions: &[Restriction],
+) -> (Network, usize) {
+    let mut split = largest_component(split(ways, uses, coords));
+    let applied = split.apply(restrictions);
+    (split.net, applied)
+}
+
+/// [`assemble`] for tests: the network of `ways` over `coords`, with `restrictions`.
+#[cfg(test)]
+pub(crate) fn from_parts(
+    ways: &[Way],
+    coords: &HashMap<i64, Location>,
+    restrictions: &[Restriction],
+) -> (Network, usize) {
+    assemble(ways, &node_uses(ways), coords, restrictions)
 }
 
 fn header(osm: &Path) -> std::result::Result<Header, osmpbf::Error> {
@@ -102,11 +218,21 @@ fn header(osm: &Path) -> std::result::Result<Header, osmpbf::Error> {
     Ok(Header { timestamp })
 }
 
+/// The network with the OSM ids it was built from, while restrictions still need them.
+struct Split {
+    net: Network,
+    /// OSM node id → network node.
+    nodes: HashMap<i64, u32>,
+    /// Per edge, the OSM way it is a stretch of.
+    ways: Vec<i64>,
+}
+
 /// Splits ways at every node two ways share (and at their ends) into edges. A stretch with a
 /// node the extract lacks (a way cut at the extract's border) is dropped.
-fn split(ways: &[Way], uses: &HashMap<i64, u32>, coords: &HashMap<i64, Location>) -> Network {
+fn split(ways: &[Way], uses: &HashMap<i64, u32>, coords: &HashMap<i64, Location>) -> Split {
     let mut ids: HashMap<i64, u32> = HashMap::new();
     let mut net = Network::default();
+    let mut edge_ways = Vec::new();
     let mut node = |net: &mut Network, osm_id: i64, at: Location| -> u32 {
         *ids.entry(osm_id).or_insert_with(|| {
             net.nodes.push(at);
@@ -133,13 +259,89 @@ fn split(ways: &[Way], uses: &HashMap<i64, u32>, coords: &HashMap<i64, Location>
                 && points.len() >= 2
             {
                 net.push_edge(from, here, &points, way.class);
+                edge_ways.push(way.id);
             }
             start = Some(here);
             points.clear();
             points.push(at);
         }
     }
-    net
+    Split {
+        net,
+        nodes: ids,
+        ways: edge_ways,
+    }
+}
+
+impl Split {
+    /// Maps `restrictions` onto arcs (see the [module docs](self)) into
+    /// [`Network::forbidden`]; returns how many were applied.
+    fn apply(&mut self, restrictions: &[Restriction]) -> usize {
+        let net = &self.net;
+        let named: HashSet<i64> = restrictions
+            .iter()
+            .flat_map(|r| r.from.iter().chain(&r.to).copied())
+            .collect();
+        let mut edges_of: HashMap<i64, Vec<u32>> = HashMap::new();
+        for (e, way) in self.ways.iter().enumerate() {
+            if named.contains(way) {
+                edges_of.entry(*way).or_default().push(e as u32);
+            }
+        }
+        let vias: HashSet<u32> = restrictions
+            .iter()
+            .filter_map(|r| self.nodes.get(&r.via).copied())
+            .collect();
+        let mut out_of: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (arc, from, _) in net.arcs() {
+            if vias.contains(&from) {
+                out_of.entry(from).or_default().push(arc);
+            }
+        }
+        // The arcs of `ways` that end at `via` (into) or start there (out of it).
+        let arcs = |ways: &[i64], via: u32, into: bool| -> Vec<u32> {
+            let mut out = Vec::new();
+            for e in ways.iter().filter_map(|w| edges_of.get(w)).flatten() {
+                for arc in [2 * e, 2 * e + 1] {
+                    if let Some((f, t)) = net.arc(arc)
+                        && (if into { t } else { f }) == via
+                    {
+                        out.push(arc);
+                    }
+                }
+            }
+            out
+        };
+        let mut forbidden = Vec::new();
+        let mut applied = 0;
+        for r in restrictions {
+            let Some(&via) = self.nodes.get(&r.via) else {
+                continue;
+            };
+            let (from, to) = (arcs(&r.from, via, true), arcs(&r.to, via, false));
+            if from.is_empty() || to.is_empty() {
+                continue;
+            }
+            applied += 1;
+            for &f in &from {
+                match r.rule {
+                    TurnRule::No => forbidden.extend(to.iter().map(|&t| (f, t))),
+                    TurnRule::Only => forbidden.extend(
+                        out_of
+                            .get(&via)
+                            .into_iter()
+                            .flatten()
+                            .filter(|a| !to.contains(a))
+                            .map(|&t| (f, t)),
+                    ),
+                }
+            }
+        }
+        forbidden.sort_unstable();
+        forbidden.dedup();
+        self.net.forbidden = forbidden;
+        applied
+    }
 }
 
 impl Network {
@@ -167,7 +369,8 @@ impl Network {
 
 /// Keeps the largest strongly connected component (a stop snapped to an island could not be
 /// reached, or not left), renumbering nodes and dropping edges outside it.
-fn largest_component(net: Network) -> Network {
+fn largest_component(split: Split) -> Split {
+    let Split { net, nodes, ways } = split;
     let n = net.nodes.len();
     let mut out_arcs: Vec<Vec<u32>> = vec![Vec::new(); n];
     for e in &net.edges {
@@ -187,21 +390,23 @@ fn largest_component(net: Network) -> Network {
         .iter()
         .max_by_key(|(c, s)| (**s, std::cmp::Reverse(**c)))
     else {
-        return net;
+        return Split { net, nodes, ways };
     };
     let mut renumber = vec![u32::MAX; n];
     let mut kept = Network::default();
+    let mut kept_ways = Vec::new();
     for (i, at) in net.nodes.iter().enumerate() {
         if comp[i] == keep {
             renumber[i] = kept.nodes.len() as u32;
             kept.nodes.push(*at);
         }
     }
-    for e in &net.edges {
+    for (e, way) in net.edges.iter().zip(ways) {
         let (a, b) = (renumber[e.a as usize], renumber[e.b as usize]);
         if a == u32::MAX || b == u32::MAX {
             continue;
         }
+        kept_ways.push(way);
         let first = kept.points.len() as u32;
         kept.points.extend_from_slice(net.edge_points(e));
         kept.edges.push(Edge {
@@ -211,7 +416,18 @@ fn largest_component(net: Network) -> Network {
             ..*e
         });
     }
-    kept
+    let nodes = nodes
+        .into_iter()
+        .filter_map(|(id, v)| {
+            let v = renumber[v as usize];
+            (v != u32::MAX).then_some((id, v))
+        })
+        .collect();
+    Split {
+        net: kept,
+        nodes,
+        ways: kept_ways,
+    }
 }
 
 /// Strongly connected components (Tarjan, iterative): a component id per node.

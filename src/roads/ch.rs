@@ -12,6 +12,11 @@
 //! **Weights.** The time weighting counts milliseconds, the distance weighting centimetres. A
 //! stretch the request asks to avoid adds [`PENALTY_MS`] (or [`PENALTY_CM`]): a path uses one only
 //! when no path without it exists (or is absurdly long), and its [`Cost::avoided`] says so.
+//!
+//! **Turns.** The hierarchies are prepared on the [`TurnGraph`], not on the network's nodes: a
+//! node here is a network node or a copy of one that a restricted arc enters (see
+//! [`turns`](super::turns)). Unpacked paths are network arcs; [`Path::from`] and [`Path::to`]
+//! are CH nodes ([`TurnGraph::node`] maps them back).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -20,6 +25,7 @@ use fast_paths::InputGraph;
 use serde::{Deserialize, Serialize};
 
 use super::network::{Avoid, Cost, Network};
+use super::turns::TurnGraph;
 use super::{Error, Result};
 use crate::optimize::OptimizeFor;
 
@@ -131,13 +137,13 @@ impl FastGraphEdge {
     }
 }
 
-/// `(from, to) → (weight, arc)`: the lightest of parallel arcs under one weighting.
+/// `(from, to) → (weight, arc)` in CH nodes: the lightest of parallel arcs under one weighting.
 type Lightest = HashMap<(u32, u32), (u64, u32)>;
 
-/// The arcs of `net` under `w`, and the lightest arc of each pair of nodes.
-fn input(net: &Network, w: Weighting) -> (InputGraph, Lightest) {
+/// The CH graph's edges under `w`, and the lightest arc of each pair of CH nodes.
+fn input(net: &Network, turns: &TurnGraph, w: Weighting) -> (InputGraph, Lightest) {
     let mut best: HashMap<(u32, u32), (u64, u32)> = HashMap::new();
-    for (arc, from, to) in net.arcs() {
+    for (arc, from, to) in turns.arcs(net) {
         let weight = w.weight(net.edges[(arc / 2) as usize].cost(w.avoid)).max(1);
         let slot = best.entry((from, to)).or_insert((weight, arc));
         if weight < slot.0 {
@@ -157,16 +163,18 @@ fn input(net: &Network, w: Weighting) -> (InputGraph, Lightest) {
 /// Prepares every weighting; the first one's node order is reused for the others (same
 /// topology, other weights), which is several times faster than ordering afresh.
 pub fn prepare_all(net: &Network) -> Result<Vec<Hierarchy>> {
+    let turns = TurnGraph::new(net);
     let mut out = Vec::new();
     let mut order: Option<Vec<usize>> = None;
     for w in Weighting::all() {
-        let (g, arcs) = input(net, w);
-        if g.get_num_nodes() < net.nodes.len() {
+        let (g, arcs) = input(net, &turns, w);
+        if g.get_num_nodes() < turns.nodes() {
             // fast_paths counts nodes up to the highest one with an edge; isolated tail nodes
-            // cannot exist after the component filter, but keep the sizes honest.
+            // cannot exist after the component filter (every copy has its arc in), but keep the
+            // sizes honest.
             return Err(Error::Prepare(format!(
                 "{} nodes have no arc",
-                net.nodes.len() - g.get_num_nodes()
+                turns.nodes() - g.get_num_nodes()
             )));
         }
         let fast = match &order {
@@ -521,8 +529,8 @@ impl Hierarchy {
 pub struct Path {
     pub cost: Cost,
     pub arcs: Vec<u32>,
-    /// The source's entry node the path leaves by.
+    /// The source's entry node (a CH node) the path leaves by.
     pub from: u32,
-    /// The target's entry node the path arrives by.
+    /// The target's entry node (a CH node) the path arrives by.
     pub to: u32,
 }

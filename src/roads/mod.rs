@@ -9,12 +9,15 @@
 //! missing or unreadable extract is an error naming the file; a damaged prepared graph (its
 //! checksum fails) is rebuilt, never used. `routegate graph build` does the same ahead of time.
 //!
-//! # Prepared-graph format (version 1)
+//! # Prepared-graph format (version 2)
 //!
 //! ```text
 //! "RGROADS\0" | version u32 LE | extract length u64 LE | extract CRC-32 u32 LE
 //!             | payload length u64 LE | payload CRC-32 u32 LE | payload (bincode of Stored)
 //! ```
+//!
+//! Version 2 adds the network's forbidden turns and prepares the hierarchies on the turn graph;
+//! a version 1 file (no turn restrictions) is rebuilt, never read as version 2.
 //!
 //! # Queries
 //!
@@ -23,8 +26,18 @@
 //! the edge's ends it may drive to (a part of the edge's cost each), and the costs between points
 //! come from the hierarchy of the request's weighting ([`ch::Weighting`]: time or distance,
 //! avoiding tolls and/or highways). Two points on the same edge, the second ahead of the first
-//! in a drivable direction, are also joined directly along it. Turn restrictions are not
-//! modelled (see the README).
+//! in a drivable direction, are also joined directly along it.
+//!
+//! # Turn restrictions
+//!
+//! The extract's `type=restriction` relations that bind a car ([`profile`]) with a `via` node
+//! become forbidden turns of the network ([`build`]); every query honours them (one-to-one
+//! [`Roads::cost`], many-to-many [`Roads::table`], geometry [`Roads::leg`]), because the
+//! hierarchies are prepared on a graph where each restricted arc enters a copy of its via node
+//! that leads on only to the turns allowed from it ([`turns`]). A snapped source leaves through
+//! the node (or copy) its arc enters; a snapped target is reached from its arc's tail and from
+//! every copy there that may turn into it. Restrictions with a `via` *way*, time-conditional
+//! ones and those of other vehicles are not applied.
 
 pub mod basemap;
 pub mod build;
@@ -34,6 +47,7 @@ pub mod network;
 pub mod profile;
 pub mod snap;
 mod stored;
+pub mod turns;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -43,6 +57,7 @@ use crate::optimize::{
 };
 use ch::{Entries, Hierarchy, Weighting};
 use network::{Cost, Network};
+use turns::TurnGraph;
 
 pub use stored::graph_path;
 
@@ -67,6 +82,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub struct Roads {
     net: Network,
+    /// The graph the hierarchies were prepared on (derived from `net` on load).
+    turns: TurnGraph,
     hierarchies: Vec<Hierarchy>,
     index: snap::Index,
     pub info: Info,
@@ -82,6 +99,8 @@ pub struct Info {
     pub timestamp: Option<String>,
     pub nodes: usize,
     pub edges: usize,
+    /// Turn restrictions applied (relations that became forbidden turns).
+    pub restrictions: usize,
 }
 
 /// How the network got ready, for the start-up log.
@@ -94,7 +113,14 @@ pub enum Origin {
 impl Roads {
     /// Builds the network from `osm` (no storage).
     pub fn build(osm: &Path) -> Result<Roads> {
-        let (net, header) = build::network(osm)?;
+        let (net, header, counts) = build::network(osm)?;
+        tracing::info!(
+            tagged = counts.tagged,
+            via_way = counts.via_way,
+            applied = counts.applied,
+            forbidden_turns = net.forbidden.len(),
+            "turn restrictions"
+        );
         let hierarchies = ch::prepare_all(&net)?;
         let info = Info {
             extract: osm
@@ -106,6 +132,7 @@ impl Roads {
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             nodes: net.nodes.len(),
             edges: net.edges.len(),
+            restrictions: counts.applied,
         };
         Ok(Roads::assemble(net, hierarchies, info))
     }
@@ -113,6 +140,7 @@ impl Roads {
     fn assemble(net: Network, hierarchies: Vec<Hierarchy>, info: Info) -> Roads {
         let index = snap::Index::new(&net);
         Roads {
+            turns: TurnGraph::new(&net),
             net,
             hierarchies,
             index,
@@ -169,24 +197,35 @@ impl Roads {
             .collect()
     }
 
-    /// The ways out of a snapped point (as a source) or into it (as a target).
+    /// The ways out of a snapped point (as a source) or into it (as a target), in CH nodes.
+    ///
+    /// A source leaves over each arc of its edge it may drive, entering that arc's head (the
+    /// copy of the head that arc enters, at a restricted via node). A target is reached over
+    /// each arc of its edge, from that arc's tail and from every copy of the tail that may turn
+    /// into the arc.
     fn entries(&self, s: &snap::Snap, w: Weighting, source: bool) -> Entries {
         let e = &self.net.edges[s.edge as usize];
         let share = s.offset_m / e.length_m as f64;
         let full = e.cost(w.avoid);
         let mut out = Vec::with_capacity(2);
-        // Forward (a → b): leave towards b, or arrive from a.
-        if e.forward {
-            out.push(match source {
-                true => (e.b, full.part(1.0 - share)),
-                false => (e.a, full.part(share)),
-            });
-        }
-        if e.backward {
-            out.push(match source {
-                true => (e.a, full.part(share)),
-                false => (e.b, full.part(1.0 - share)),
-            });
+        // Arc 2e runs a → b: the point is `share` along it; arc 2e + 1 runs b → a.
+        for (arc, drivable, tail, before, after) in [
+            (2 * s.edge, e.forward, e.a, share, 1.0 - share),
+            (2 * s.edge + 1, e.backward, e.b, 1.0 - share, share),
+        ] {
+            if !drivable {
+                continue;
+            }
+            if source {
+                out.push((self.turns.head(arc), full.part(after)));
+            } else {
+                let cost = full.part(before);
+                out.extend(
+                    self.turns
+                        .tails(&self.net, arc, tail)
+                        .map(|node| (node, cost)),
+                );
+            }
         }
         out
     }
@@ -259,7 +298,7 @@ impl Roads {
         let path = path?;
         let mut out = vec![from.at];
         let fe = &self.net.edges[from.edge as usize];
-        let exit = if path.from == fe.b {
+        let exit = if self.turns.node(path.from) == fe.b {
             fe.length_m as f64
         } else {
             0.0
@@ -274,7 +313,7 @@ impl Roads {
             }
         }
         let te = &self.net.edges[to.edge as usize];
-        let entry = if path.to == te.b {
+        let entry = if self.turns.node(path.to) == te.b {
             te.length_m as f64
         } else {
             0.0

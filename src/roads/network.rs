@@ -2,6 +2,10 @@
 //! their geometry. An edge is one stretch of one way; it may be drivable in one direction or
 //! both. An *arc* is an edge in one drivable direction: arc `2·e` runs a → b, arc `2·e + 1`
 //! runs b → a.
+//!
+//! A *turn* is a pair of arcs, the second leaving the node the first enters. Every turn is
+//! allowed (U-turns at junctions included) except those in [`Network::forbidden`], which the
+//! extract's turn restrictions name ([`build`](super::build)).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +18,8 @@ pub struct Network {
     pub edges: Vec<Edge>,
     /// Every edge's geometry, edge after edge, both ends included.
     pub points: Vec<Location>,
+    /// Forbidden turns `(from arc, to arc)` at the node `from` enters: sorted, no repeats.
+    pub forbidden: Vec<(u32, u32)>,
 }
 
 /// One stretch of a way between two junctions.
@@ -93,6 +99,11 @@ impl Network {
             1 if e.backward => Some((e.b, e.a)),
             _ => None,
         }
+    }
+
+    /// Whether the turn from arc `from` into arc `to` (at `from`'s head) is forbidden.
+    pub fn forbids(&self, from: u32, to: u32) -> bool {
+        self.forbidden.binary_search(&(from, to)).is_ok()
     }
 
     /// Every drivable arc.

@@ -21,6 +21,20 @@
 //! Direction: `oneway=yes|true|1` forward only, `-1|reverse` backward only, `no` both;
 //! `junction=roundabout|circular` and motorways imply one-way. Tolls: `toll=yes` or
 //! `toll:motorcar=yes`. Highways: `motorway`, `trunk` and their links.
+//!
+//! # Turn restrictions
+//!
+//! A relation `type=restriction` binds a car ([`turn_rule`]) through the most specific of
+//! `restriction:motorcar`, `restriction:motor_vehicle`, `restriction:vehicle` and `restriction`
+//! that is tagged; one that names only other vehicles (`restriction:hgv`, `restriction:bus`, …)
+//! does not. A plain `restriction` whose `except` lists `motorcar`, `motor_vehicle` or
+//! `vehicle` does not bind a car either. `restriction:conditional` (time-dependent) is not read.
+//! The values read are `no_left_turn`, `no_right_turn`, `no_straight_on`, `no_u_turn`,
+//! `no_entry`, `no_exit` (the turn from a `from` way into a `to` way at the `via` node is
+//! forbidden) and `only_left_turn`, `only_right_turn`, `only_straight_on`, `only_u_turn` (every
+//! other turn out of the `from` way there is forbidden, the U-turn back into it included); any
+//! other value (`no_right_turn_on_red`, typos) is ignored. How the build maps them onto the
+//! network is in [`build`](super::build).
 
 /// How a car may use one way.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +114,73 @@ pub fn classify<'a>(
         toll: tag("toll") == Some("yes") || tag("toll:motorcar") == Some("yes"),
         highway: matches!(class, "motorway" | "motorway_link" | "trunk" | "trunk_link"),
     })
+}
+
+/// What a turn restriction asks of a car.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnRule {
+    /// `no_*`: the turn from `from` into `to` is forbidden.
+    No,
+    /// `only_*`: every turn out of `from` other than into `to` is forbidden.
+    Only,
+}
+
+const NO_TURNS: [&str; 6] = [
+    "no_left_turn",
+    "no_right_turn",
+    "no_straight_on",
+    "no_u_turn",
+    "no_entry",
+    "no_exit",
+];
+const ONLY_TURNS: [&str; 4] = [
+    "only_left_turn",
+    "only_right_turn",
+    "only_straight_on",
+    "only_u_turn",
+];
+const CAR_EXCEPTIONS: [&str; 3] = ["motorcar", "motor_vehicle", "vehicle"];
+
+/// The car's reading of a relation with these tags: `None` when it is not a turn restriction
+/// that binds a car (see the [module docs](self)).
+pub fn turn_rule<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+) -> Option<TurnRule> {
+    let tag = |key: &str| {
+        tags.clone()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    };
+    if tag("type") != Some("restriction") {
+        return None;
+    }
+    let specific = [
+        "restriction:motorcar",
+        "restriction:motor_vehicle",
+        "restriction:vehicle",
+    ]
+    .iter()
+    .find_map(|k| tag(k));
+    let value = match specific {
+        Some(v) => v,
+        None => {
+            let excepted = tag("except")
+                .is_some_and(|e| e.split(';').any(|v| CAR_EXCEPTIONS.contains(&v.trim())));
+            if excepted {
+                return None;
+            }
+            tag("restriction")?
+        }
+    };
+    let value = value.trim();
+    if NO_TURNS.contains(&value) {
+        Some(TurnRule::No)
+    } else if ONLY_TURNS.contains(&value) {
+        Some(TurnRule::Only)
+    } else {
+        None
+    }
 }
 
 /// `50`, `50 km/h`, `30 mph`, `walk`; `None` for `none`, zone codes (`FR:urban`) and garbage.
@@ -189,5 +270,51 @@ mod tests {
         assert_eq!(c.speed_kmh, 65.0);
         let c = class(&[("highway", "trunk"), ("toll", "yes")]).unwrap();
         assert!(c.toll && c.highway);
+    }
+
+    #[test]
+    fn turn_restrictions_bind_a_car_unless_it_is_excepted_or_not_named() {
+        let rule = |tags: &[(&str, &str)]| turn_rule(tags.iter().copied());
+        let r = ("type", "restriction");
+        assert_eq!(
+            rule(&[r, ("restriction", "no_left_turn")]),
+            Some(TurnRule::No)
+        );
+        assert_eq!(rule(&[r, ("restriction", "no_entry")]), Some(TurnRule::No));
+        assert_eq!(
+            rule(&[r, ("restriction", "only_straight_on")]),
+            Some(TurnRule::Only)
+        );
+        assert_eq!(
+            rule(&[("type", "multipolygon"), ("restriction", "no_u_turn")]),
+            None
+        );
+        assert_eq!(rule(&[r, ("restriction", "no_right_turn_on_red")]), None);
+        assert_eq!(
+            rule(&[
+                r,
+                ("restriction", "no_left_turn"),
+                ("except", "bicycle;motorcar")
+            ]),
+            None
+        );
+        assert_eq!(
+            rule(&[r, ("restriction", "no_left_turn"), ("except", "psv")]),
+            Some(TurnRule::No)
+        );
+        assert_eq!(rule(&[r, ("restriction:hgv", "no_left_turn")]), None);
+        assert_eq!(
+            rule(&[r, ("restriction:motorcar", "only_right_turn")]),
+            Some(TurnRule::Only)
+        );
+        // The most specific key decides.
+        assert_eq!(
+            rule(&[
+                r,
+                ("restriction", "no_left_turn"),
+                ("restriction:motorcar", "no_rush")
+            ]),
+            None
+        );
     }
 }

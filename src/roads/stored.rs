@@ -1,5 +1,9 @@
 //! The prepared graph on disk (format in the [module docs](super)): written to a temporary file,
 //! synced and renamed into place, so a crash leaves the old file or the new one, never half.
+//!
+//! Version 2 (turn restrictions: the network's forbidden turns, hierarchies prepared on the turn
+//! graph) replaced version 1; a version 1 file reads as [`Loaded::Stale`] and is rebuilt, as
+//! its payload has no forbidden turns and its hierarchies ignore them.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -12,7 +16,8 @@ use super::network::Network;
 use super::{Error, Info, Result};
 
 const MAGIC: &[u8; 8] = b"RGROADS\0";
-const VERSION: u32 = 1;
+/// 1: no turn restrictions; 2: forbidden turns in the network, hierarchies on the turn graph.
+const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 4 + 8 + 4;
 
 #[derive(Serialize, Deserialize)]
