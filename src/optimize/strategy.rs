@@ -20,12 +20,14 @@ pub(crate) const EXACT_MAX_FREE: usize = 12;
 /// the same tours as 10 on 30 instances per size at 200-1,000 stops, about 10% faster.
 const NEIGHBOURS: usize = 8;
 
-/// Share of the kick budget an asymmetric matrix gets. Its kicks cost about six times as much
-/// (no gain-based pruning is valid, every 2-opt move prices both reversals, ~15 moves per kick
-/// against ~4), and on Monaco's one-way streets a third of the budget still ends within 0.15%
-/// (100 stops) and 0.35% (200 stops) of LKH-3 on average, while keeping a 100-stop request near
-/// 60 ms; the full budget closed those gaps to 0.06% and 0.16% at five times the time.
-const ASYMMETRIC_EFFORT: f64 = 0.3;
+/// Share of the kick budget an asymmetric matrix gets. Its kicks cost six to eight times as much
+/// (no gain-based pruning is valid, every 2-opt move prices both reversals, ~20 moves per kick
+/// against ~4). Measured on road driving times against LKH-3 (Monaco, 5 instances per size):
+/// the full budget ends 0.06% / 0.16% above it at 100 / 200 stops, 0.3 of it 0.13% / 0.35%,
+/// 0.2 of it 0.12% / 0.42%, which brings a 100-stop request on Andorra to about 100 ms.
+/// Pruning by the positive-gain rule instead, or 6 candidates instead of 8, did worse at equal
+/// time (0.23-0.51% / 0.51-0.79%).
+const ASYMMETRIC_EFFORT: f64 = 0.2;
 
 /// The route found and how.
 #[derive(Debug, Clone)]
