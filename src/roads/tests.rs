@@ -262,7 +262,8 @@ fn town_grid(side: u32) -> Network {
     let mut net = Network::default();
     for i in 0..side {
         for j in 0..side {
-            net.nodes.push(at(45.0 + f64::from(i) * 0.0009, f64::from(j) * 0.00127));
+            net.nodes
+                .push(at(45.0 + f64::from(i) * 0.0009, f64::from(j) * 0.00127));
         }
     }
     let id = |i: u32, j: u32| i * side + j;
