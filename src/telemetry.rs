@@ -2,20 +2,29 @@
 //!
 //! Human-readable lines by default, one JSON object per line with `--log-format json` for log
 //! shippers. `RUST_LOG` overrides the configured filter. Logs go to stderr so that command output
-//! (`routegate config`, `routegate queue stats --json`) stays clean on stdout.
+//! (`routegate config`, `routegate queue stats --json`) stays clean on stdout. Colour codes are
+//! written only when stderr is a terminal, never into a file or the journal.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+const WARP_TRACE_OFF: &str = "warp::filters::trace=off";
+
 /// Install the global subscriber. Calling it twice is harmless: the second call changes nothing.
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // warp's request tracing logs every 5xx as ERROR "unable to process request" and every
+        // 4xx as WARN, without the reason; `http::observe` logs each outcome at its own level.
+        .add_directive(WARP_TRACE_OFF.parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _already_set = match cfg.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

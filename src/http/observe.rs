@@ -70,7 +70,7 @@ fn finish(begun: Begun, mut resp: Response) -> Response {
     let took = begun.started.elapsed();
     let status = resp.status().as_u16();
     metrics::http_request(begun.template, status, took);
-    if status >= 500 {
+    if status >= 500 && !is_probe(begun.template) {
         tracing::warn!(
             status,
             route = begun.template,
@@ -87,6 +87,14 @@ fn finish(begun: Begun, mut resp: Response) -> Response {
     }
     resp.headers_mut().insert(REQUEST_ID, begun.request_id);
     resp
+}
+
+/// Health endpoints answer 503 by design while a dependency is away, and dashboards and load
+/// balancers poll them every few seconds: such an answer is logged at DEBUG like any other, not
+/// as a failed request (the dependency's own state changes are logged where they happen).
+fn is_probe(template: &str) -> bool {
+    let path = template.split_once(' ').map_or(template, |(_, path)| path);
+    path.starts_with("/health/") || path == "/traffic/routes/kafka-health"
 }
 
 /// The id of a request answered outside the routes: the client's own when sane, else fresh.

@@ -7,7 +7,7 @@ use std::process::Output;
 use routegate::events::NewEvent;
 use routegate::queue::Write;
 
-use crate::harness::gateway::TestGateway;
+use crate::harness::gateway::{ChildGateway, Dir, TestGateway};
 use crate::harness::kafka;
 
 fn cli(dir: &Path, args: &[&str]) -> Output {
@@ -253,4 +253,43 @@ async fn the_cli_prints_hostile_ids_escaped_and_exits_quietly_on_a_closed_pipe()
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Logs an operator can trust: the health endpoints a dashboard polls answer 503 while Kafka is
+/// away without a warning per poll, and a log written to a file carries no colour codes.
+#[tokio::test]
+async fn polled_health_503s_are_not_warnings_and_file_logs_carry_no_colour() {
+    let dir = Dir::fresh();
+    let log = dir.path().join("child.log");
+    let sets = [("kafka.brokers", "127.0.0.1:9".to_string())];
+    let mut gw = ChildGateway::spawn_logging(dir.path(), &sets, &log).await;
+    let client = reqwest::Client::new();
+    let mut unavailable = 0;
+    for _ in 0..5 {
+        let answer = client
+            .get(gw.url("/traffic/routes/kafka-health"))
+            .send()
+            .await
+            .expect("kafka-health answers");
+        unavailable += usize::from(answer.status() == 503);
+    }
+    assert!(
+        unavailable > 0,
+        "kafka-health never answered 503 without a broker"
+    );
+    gw.terminate().await;
+    let logged = std::fs::read_to_string(&log).expect("the child's log");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "colour codes in a log file:\n{logged}"
+    );
+    let alarms: Vec<&str> = logged
+        .lines()
+        .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && l.contains("kafka-health"))
+        .collect();
+    assert!(
+        alarms.is_empty(),
+        "polls logged as failures:\n{}",
+        alarms.join("\n")
+    );
 }
