@@ -200,7 +200,17 @@ impl App {
         if let Err(e) = data_dir.publish_address(local_addr) {
             tracing::warn!(cause = %e, "cannot record the gateway address for the operator CLI");
         }
-        tracing::info!(addr = %local_addr, data_dir = %data_dir.path().display(), "routegate listening");
+        let queued = outbox.stats();
+        let data_path = std::path::absolute(data_dir.path()).unwrap_or(data_dir.path().into());
+        tracing::info!(
+            addr = %local_addr,
+            data_dir = %data_path.display(),
+            pending_events = queued.pending_events,
+            dead_letters = queued.dead_letters,
+            durability = ?settings.storage.durability,
+            brokers = %settings.kafka.brokers.join(","),
+            "routegate listening"
+        );
 
         let mut storage_failure = outbox.watch_failure();
         let failed = Arc::new(std::sync::Mutex::new(None::<String>));

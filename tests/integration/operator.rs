@@ -256,7 +256,8 @@ async fn the_cli_prints_hostile_ids_escaped_and_exits_quietly_on_a_closed_pipe()
 }
 
 /// Logs an operator can trust: the health endpoints a dashboard polls answer 503 while Kafka is
-/// away without a warning per poll, and a log written to a file carries no colour codes.
+/// away without a warning per poll, a log written to a file carries no colour codes, and the
+/// start line says what waits in the outbox, the durability mode and where events go.
 #[tokio::test]
 async fn polled_health_503s_are_not_warnings_and_file_logs_carry_no_colour() {
     let dir = Dir::fresh();
@@ -283,6 +284,20 @@ async fn polled_health_503s_are_not_warnings_and_file_logs_carry_no_colour() {
         !logged.contains('\u{1b}'),
         "colour codes in a log file:\n{logged}"
     );
+    let start = logged
+        .lines()
+        .find(|l| l.contains("routegate listening"))
+        .expect("a start line");
+    for field in [
+        "pending_events=0",
+        "durability=Strict",
+        "brokers=127.0.0.1:9",
+    ] {
+        assert!(
+            start.contains(field),
+            "{field} missing from the start line: {start}"
+        );
+    }
     let alarms: Vec<&str> = logged
         .lines()
         .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && l.contains("kafka-health"))
