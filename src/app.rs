@@ -200,6 +200,7 @@ impl App {
         if let Err(e) = data_dir.publish_address(local_addr) {
             tracing::warn!(cause = %e, "cannot record the gateway address for the operator CLI");
         }
+        metrics::started(api.delivery.snapshot().circuit);
         let queued = outbox.stats();
         let data_path = std::path::absolute(data_dir.path()).unwrap_or(data_dir.path().into());
         tracing::info!(

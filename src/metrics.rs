@@ -4,10 +4,19 @@
 //! `metrics` facade is a no-op until [`install`] sets the Prometheus recorder, so library code
 //! and tests can emit freely. Gauges that mirror state (queue depth, circuit) are set when the
 //! state changes or, for the outbox, just before each scrape from its exact counters.
+//!
+//! Every series routegate writes has a `# HELP` line ([`describe`]), and those a dashboard or an
+//! alert compares against (the circuit, publish results, refusals) exist with their start value
+//! from the first scrape on ([`started`]), not only after the first time they change. Process
+//! series (resident memory, open descriptors, uptime) and the data directory's free bytes are
+//! read just before each scrape ([`process_observed`]).
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::delivery::Circuit;
@@ -30,9 +39,180 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (tests); ours then just renders nothing.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// `# HELP` text of every series.
+fn describe() {
+    for (name, help) in GAUGES {
+        describe_gauge!(*name, *help);
+    }
+    for (name, help) in COUNTERS {
+        describe_counter!(*name, *help);
+    }
+    describe_histogram!(
+        "routegate_kafka_publish_duration_seconds",
+        "Time one produce request to Kafka took, in seconds."
+    );
+    describe_histogram!(
+        "routegate_http_request_duration_seconds",
+        "Time from a request's arrival to its answer, in seconds, per route."
+    );
+}
+
+const GAUGES: &[(&str, &str)] = &[
+    (
+        "routegate_build_info",
+        "Always 1; the version label names the running build.",
+    ),
+    (
+        "routegate_uptime_seconds",
+        "Seconds since this process started serving.",
+    ),
+    (
+        "process_resident_memory_bytes",
+        "Resident memory of the process, in bytes.",
+    ),
+    ("process_open_fds", "Open file descriptors of the process."),
+    (
+        "routegate_data_dir_free_bytes",
+        "Bytes left for unprivileged writers on the data directory's filesystem.",
+    ),
+    (
+        "routegate_outbox_events",
+        "Events in the outbox, not yet acknowledged by Kafka.",
+    ),
+    (
+        "routegate_outbox_bytes",
+        "Bytes of the events in the outbox.",
+    ),
+    (
+        "routegate_outbox_dead_letters",
+        "Events set aside after too many failed deliveries.",
+    ),
+    (
+        "routegate_event_log_events",
+        "Events kept in the local event log (for audit and WebSocket resume).",
+    ),
+    ("routegate_event_log_bytes", "Bytes of the local event log."),
+    (
+        "routegate_outbox_last_seq",
+        "Sequence number of the newest durable event.",
+    ),
+    (
+        "routegate_outbox_oldest_event_age_seconds",
+        "Age of the oldest event waiting for Kafka, in seconds (0 when none waits).",
+    ),
+    (
+        "routegate_kafka_topic_paused",
+        "1 while delivery to the topic is paused for a missing permission.",
+    ),
+    (
+        "routegate_circuit_state",
+        "Kafka circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ),
+    (
+        "routegate_http_connections",
+        "Open API connections (WebSocket sessions are counted apart).",
+    ),
+    ("routegate_ws_connections", "Open WebSocket sessions."),
+];
+
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "routegate_outbox_fsyncs_total",
+        "fsyncs that made appended events durable.",
+    ),
+    (
+        "routegate_outbox_enqueued_total",
+        "Events appended to the outbox, per event type.",
+    ),
+    (
+        "routegate_outbox_rejected_total",
+        "Appends refused: quota (configured limits), disk (free-space reserve), failed (storage failed).",
+    ),
+    (
+        "routegate_drain_restarts_total",
+        "Times the drain stopped on an error and was restarted.",
+    ),
+    (
+        "routegate_kafka_publish_total",
+        "Events per delivery outcome: ok, retry, dead_letter.",
+    ),
+    (
+        "routegate_kafka_produce_splits_total",
+        "Produce requests the broker rejected whole and that were split to isolate the cause.",
+    ),
+    (
+        "routegate_kafka_authorization_denied_total",
+        "Requests Kafka refused for a missing permission, per topic.",
+    ),
+    (
+        "routegate_http_requests_total",
+        "Answered API requests, per route and status.",
+    ),
+    (
+        "routegate_http_connections_refused_total",
+        "Connections past http.max_connections: probes_only or closed.",
+    ),
+    (
+        "routegate_ws_catch_ups_total",
+        "WebSocket clients that fell behind and were caught up from the event log.",
+    ),
+    (
+        "routegate_ws_disconnects_total",
+        "WebSocket sessions ended by the gateway, per reason.",
+    ),
+];
+
+/// When serving started, for the uptime series.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Gives the series that alerts compare against their start values: called once the gateway
+/// serves, with the circuit it starts in.
+pub fn started(circuit: Circuit) {
+    STARTED.get_or_init(Instant::now);
+    gauge!("routegate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    circuit_changed(circuit);
+    for result in ["ok", "retry", "dead_letter"] {
+        counter!("routegate_kafka_publish_total", "result" => result).increment(0);
+    }
+    for reason in ["quota", "disk", "failed"] {
+        counter!("routegate_outbox_rejected_total", "reason" => reason).increment(0);
+    }
+    counter!("routegate_drain_restarts_total").increment(0);
+    counter!("routegate_kafka_produce_splits_total").increment(0);
+    counter!("routegate_ws_catch_ups_total").increment(0);
+    gauge!("routegate_http_connections").increment(0.0);
+    gauge!("routegate_ws_connections").increment(0.0);
+}
+
+/// Process series and the data directory's free bytes (called before a scrape; Linux `/proc`).
+pub fn process_observed(disk_free_bytes: Option<u64>) {
+    if let Some(started) = STARTED.get() {
+        gauge!("routegate_uptime_seconds").set(started.elapsed().as_secs_f64());
+    }
+    if let Some(free) = disk_free_bytes {
+        gauge!("routegate_data_dir_free_bytes").set(free as f64);
+    }
+    if let Some(kib) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| resident_kib(&s))
+    {
+        gauge!("process_resident_memory_bytes").set(kib as f64 * 1024.0);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge!("process_open_fds").set(fds.count() as f64);
+    }
+}
+
+/// `VmRSS` of a `/proc/<pid>/status` text, in KiB.
+fn resident_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Mirror the outbox's exact counters into gauges (called before a scrape).
@@ -139,4 +319,16 @@ pub fn ws_caught_up() {
 
 pub fn ws_dropped(reason: &'static str) {
     counter!("routegate_ws_disconnects_total", "reason" => reason).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_memory_is_read_from_the_vmrss_line() {
+        let status = "Name:\trouteg\nVmPeak:\t  9000 kB\nVmRSS:\t    4242 kB\nThreads:\t7\n";
+        assert_eq!(resident_kib(status), Some(4242));
+        assert_eq!(resident_kib("Name:\tx\n"), None);
+    }
 }

@@ -169,6 +169,7 @@ pub fn metrics(
                 // `stats` reads sled and rendering walks every series: off the async workers.
                 let body = tokio::task::spawn_blocking(move || {
                     metrics::outbox_observed(&outbox.stats(), Utc::now().timestamp_micros());
+                    metrics::process_observed(outbox.disk_available_bytes());
                     handle.render()
                 })
                 .await

@@ -563,6 +563,11 @@ impl Outbox {
     }
 
     /// Whether the outbox can write (for readiness).
+    /// Bytes the data directory's filesystem has left for unprivileged writers (`statvfs`).
+    pub fn disk_available_bytes(&self) -> Option<u64> {
+        Some(self.shared.space.available()).filter(|&b| b != u64::MAX)
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.failure().is_none()
     }

@@ -308,3 +308,61 @@ async fn polled_health_503s_are_not_warnings_and_file_logs_carry_no_colour() {
         alarms.join("\n")
     );
 }
+
+/// Metrics an operator can alert on from the first scrape: every series has `# HELP`, the
+/// circuit and the publish results exist before anything happened, and the process, uptime,
+/// build and free-disk series are there.
+#[tokio::test]
+async fn metrics_exist_from_the_first_scrape_with_help_lines() {
+    let dir = Dir::fresh();
+    let sets = [("kafka.brokers", "127.0.0.1:9".to_string())];
+    let mut gw = ChildGateway::spawn(dir.path(), &sets).await;
+    let text = reqwest::get(gw.url("/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    gw.terminate().await;
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(value("routegate_circuit_state"), Some(0.0), "{text}");
+    for result in ["ok", "retry", "dead_letter"] {
+        let series = format!("routegate_kafka_publish_total{{result=\"{result}\"}}");
+        assert_eq!(value(&series), Some(0.0), "{series} missing:\n{text}");
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let build = format!("routegate_build_info{{version=\"{version}\"}}");
+    assert_eq!(value(&build), Some(1.0), "{text}");
+    for series in [
+        "routegate_uptime_seconds",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "routegate_data_dir_free_bytes",
+    ] {
+        assert!(
+            value(series).is_some_and(|v| v > 0.0),
+            "{series} missing:\n{text}"
+        );
+    }
+    let names: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| n.strip_suffix(suffix))
+                .unwrap_or(n)
+        })
+        .collect();
+    for name in names {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no # HELP line for {name}:\n{text}"
+        );
+    }
+}
