@@ -5,7 +5,7 @@
 //! and tests can emit freely. Gauges that mirror state (queue depth, circuit) are set when the
 //! state changes or, for the outbox, just before each scrape from its exact counters.
 //!
-//! Every series routegate writes has a `# HELP` line ([`describe`]), and those a dashboard or an
+//! Every series routegate writes has a `# HELP` line (`describe`), and those a dashboard or an
 //! alert compares against (the circuit, publish results, refusals) exist with their start value
 //! from the first scrape on ([`started`]), not only after the first time they change. Process
 //! series (resident memory, open descriptors, uptime) and the data directory's free bytes are
