@@ -11,16 +11,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-const WARP_TRACE_OFF: &str = "warp::filters::trace=off";
-
 /// Install the global subscriber. Calling it twice is harmless: the second call changes nothing.
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"))
-        // warp's request tracing logs every 5xx as ERROR "unable to process request" and every
-        // 4xx as WARN, without the reason; `http::observe` logs each outcome at its own level.
-        .add_directive(WARP_TRACE_OFF.parse().expect("a valid directive"));
+        // The HTTP framework's own request lines repeat `http::observe`'s at the wrong levels.
+        .add_directive(
+            crate::http::QUIET_LOG_TARGET
+                .parse()
+                .expect("a valid directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -44,6 +44,11 @@ pub mod ws;
 #[cfg(test)]
 mod tests;
 
+/// A log directive that silences warp's own request tracing: it logs every 5xx as ERROR "unable
+/// to process request" and every 4xx as WARN, without the reason; `observe` logs each outcome
+/// at the level its meaning deserves.
+pub const QUIET_LOG_TARGET: &str = "warp::filters::trace=off";
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
