@@ -76,12 +76,7 @@ const NO_ACCESS: [&str; 5] = ["no", "private", "agricultural", "forestry", "emer
 pub fn classify<'a>(
     tags: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
 ) -> Option<WayClass> {
-    let tag = |key: &str| {
-        tags.clone()
-            .into_iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-    };
+    let tag = |key: &str| tag(tags.clone(), key);
     let class = tag("highway")?;
     let default_speed = SPEEDS.iter().find(|(c, _)| *c == class)?.1;
     if tag("area") == Some("yes") || tag("route") == Some("ferry") {
@@ -146,12 +141,7 @@ const CAR_EXCEPTIONS: [&str; 3] = ["motorcar", "motor_vehicle", "vehicle"];
 pub fn turn_rule<'a>(
     tags: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
 ) -> Option<TurnRule> {
-    let tag = |key: &str| {
-        tags.clone()
-            .into_iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-    };
+    let tag = |key: &str| tag(tags.clone(), key);
     if tag("type") != Some("restriction") {
         return None;
     }
@@ -181,6 +171,11 @@ pub fn turn_rule<'a>(
     } else {
         None
     }
+}
+
+/// The value of `key` among `tags`.
+fn tag<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>, key: &str) -> Option<&'a str> {
+    tags.into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 /// `50`, `50 km/h`, `30 mph`, `walk`; `None` for `none`, zone codes (`FR:urban`) and garbage.

@@ -108,8 +108,10 @@ impl TurnGraph {
         )
     }
 
-    /// Every network node `v` can be arrived at as: itself and its copies.
-    pub fn arrivals(&self, v: u32) -> impl Iterator<Item = u32> + '_ {
+    /// Every network node `v` can be arrived at as: itself and its copies (the tests' reference
+    /// Dijkstra starts from them).
+    #[cfg(test)]
+    pub(crate) fn arrivals(&self, v: u32) -> impl Iterator<Item = u32> + '_ {
         std::iter::once(v).chain(self.copies_of(v).map(|(ch, _)| ch))
     }
 
