@@ -200,6 +200,9 @@ impl App {
         if let Err(e) = data_dir.publish_address(local_addr) {
             tracing::warn!(cause = %e, "cannot record the gateway address for the operator CLI");
         }
+        // A test holds the start here (`sleep(ms)`) to send SIGTERM right after the address is
+        // known; the action is the fail crate's own, so the result is always Ok.
+        let _ = crate::faults::check("gateway-after-publish-address", data_dir.path());
         metrics::started(api.delivery.snapshot().circuit);
         let queued = outbox.stats();
         let data_path = std::path::absolute(data_dir.path()).unwrap_or(data_dir.path().into());
@@ -298,29 +301,34 @@ fn topics(t: &TopicsConfig) -> store::Topics {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(cause = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
+///
+/// The handlers are installed when this is called, not when the future is first polled: the
+/// gateway publishes its address before `run_until` polls the shutdown future, and a SIGTERM
+/// that came in between would otherwise kill the process with the default action instead of
+/// shutting it down in order.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| {
+        signal(kind)
+            .inspect_err(|e| tracing::error!(cause = %e, "cannot listen for {name}"))
+            .ok()
     };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(cause = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    let mut int = listen(SignalKind::interrupt(), "SIGINT");
+    let mut term = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! {
+            () = received(&mut int) => {},
+            () = received(&mut term) => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    }
+}
+
+/// The next delivery of `signal`; never, if it could not be listened for.
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }

@@ -81,6 +81,18 @@ fn config_prints_the_effective_configuration_with_secrets_redacted() {
     assert!(stdout.contains(r#"password = "***""#));
 }
 
+/// A SIGTERM that arrives the moment the address is published (a supervisor stopping a gateway
+/// it has just seen come up) still shuts it down in order with exit code 0: the handlers are
+/// installed before the address is, not when the shutdown future is first polled.
+#[tokio::test]
+async fn sigterm_right_after_the_address_is_published_is_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = [("FAILPOINTS", "gateway-after-publish-address=sleep(1500)")];
+    let mut gw = ChildGateway::spawn_with_env(dir.path(), &[], &hold).await;
+    let status = gw.terminate().await;
+    assert!(status.success(), "{status:?}");
+}
+
 /// The environment the process `pid` runs with now (after any re-`exec`), as `NAME=value`.
 fn environ_of(pid: u32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("read /proc/<pid>/environ");
