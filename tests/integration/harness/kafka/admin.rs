@@ -110,16 +110,12 @@ impl KafkaCluster {
 
     /// The current leader of a partition, `None` while it has none.
     pub async fn leader_of(&self, topic: &str, partition: i32) -> Option<i32> {
-        let topic_description = self.describe_topic(topic).await;
-        topic_description
-            .partitions
-            .iter()
-            .find(|p| p.partition == partition)
-            .unwrap_or_else(|| panic!("topic {topic} has no partition {partition}"))
-            .leader
+        leader_in(&self.describe_topic(topic).await, topic, partition)
     }
 
-    /// Polls until the partition's leader satisfies `wanted`; returns it. Panics after `timeout`.
+    /// Polls until the partition's leader satisfies `wanted`; returns it. An admin call that
+    /// fails meanwhile (a node just stopped, the controller is being re-elected) counts as "not
+    /// yet". Panics after `timeout` with the last leader or error seen.
     pub async fn wait_for_leader(
         &self,
         topic: &str,
@@ -129,14 +125,17 @@ impl KafkaCluster {
     ) -> Option<i32> {
         let deadline = Instant::now() + timeout;
         loop {
-            let leader = self.leader_of(topic, partition).await;
-            if wanted(leader) {
-                return leader;
+            let seen = self
+                .tool("describe-topic", json!({ "name": topic }))
+                .await
+                .map(|v| leader_in(&description(v), topic, partition));
+            match seen {
+                Ok(leader) if wanted(leader) => return leader,
+                _ => assert!(
+                    Instant::now() < deadline,
+                    "{topic}-{partition}: after {timeout:?} the leader is {seen:?}"
+                ),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{topic}-{partition}: the leader is still {leader:?} after {timeout:?}"
-            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -279,6 +278,15 @@ impl KafkaCluster {
             .await
             .unwrap_or_else(|e| panic!("waiting for {main_class}: {e}"))
     }
+}
+
+fn leader_in(description: &TopicDescription, topic: &str, partition: i32) -> Option<i32> {
+    description
+        .partitions
+        .iter()
+        .find(|p| p.partition == partition)
+        .unwrap_or_else(|| panic!("topic {topic} has no partition {partition}"))
+        .leader
 }
 
 fn description(value: Value) -> TopicDescription {
