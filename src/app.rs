@@ -180,10 +180,20 @@ impl App {
         if let Some(roads) = &roads {
             store = store.with_costs(roads.clone());
         }
+        let stop_consumers = CancellationToken::new();
+        let (consumers, consumer_tasks) = crate::consume::start(
+            &settings.kafka.consume,
+            &settings.kafka.event_source,
+            crate::consume::Discipline::from(&settings.kafka),
+            Arc::new(publisher::fetch::KafkaSource::new(&settings.kafka)?),
+            store.clone(),
+            stop_consumers.clone(),
+        );
         let api = Api {
             lifecycle: lifecycle.clone(),
             outbox: outbox.clone(),
             delivery,
+            consumers,
             metrics: metrics::install(),
             store,
             tokens,
@@ -265,6 +275,8 @@ impl App {
             );
         }
 
+        stop_consumers.cancel();
+        consumer_tasks.wait().await;
         stop_drain.cancel();
         if let Err(e) = drain.await {
             tracing::error!(cause = %e, "publisher supervisor failed");

@@ -23,6 +23,7 @@ pub struct NewEvent {
     pub id: Uuid,
     /// CloudEvents `type`, e.g. [`ROUTE_OPTIMIZED`].
     pub kind: String,
+    /// Kafka topic; empty for a local event (see [`Envelope::is_local`]).
     pub topic: String,
     /// Kafka record key (the vehicle id): picks the partition, so a vehicle's events stay in order.
     pub key: String,
@@ -169,6 +170,13 @@ impl Envelope {
             payload: e.payload,
             attempts: 0,
         }
+    }
+
+    /// A local event: kept in the event log for live clients, `since` and the audit trail, but
+    /// never sent to Kafka (it has no topic). Consumed records become local events, so what
+    /// came from Kafka is not produced back.
+    pub fn is_local(&self) -> bool {
+        self.topic.is_empty()
     }
 
     pub fn created_at(&self) -> DateTime<Utc> {

@@ -50,6 +50,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod consume;
 pub mod datadir;
 pub mod delivery;
 pub mod events;

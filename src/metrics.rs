@@ -65,6 +65,10 @@ fn describe() {
 
 const GAUGES: &[(&str, &str)] = &[
     (
+        "routegate_consumer_lag_records",
+        "Records of a consumed partition not applied yet: its high watermark minus the stored position.",
+    ),
+    (
         "routegate_build_info",
         "Always 1; the version label names the running build.",
     ),
@@ -122,6 +126,10 @@ const GAUGES: &[(&str, &str)] = &[
 ];
 
 const COUNTERS: &[(&str, &str)] = &[
+    (
+        "routegate_consumer_records_total",
+        "Consumed Kafka records by topic and outcome: applied, skipped (own or filtered out) or dead_lettered.",
+    ),
     (
         "routegate_outbox_fsyncs_total",
         "fsyncs that made appended events durable.",
@@ -330,5 +338,17 @@ mod tests {
         let status = "Name:\trouteg\nVmPeak:\t  9000 kB\nVmRSS:\t    4242 kB\nThreads:\t7\n";
         assert_eq!(resident_kib(status), Some(4242));
         assert_eq!(resident_kib("Name:\tx\n"), None);
+    }
+}
+
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!("routegate_consumer_lag_records", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag.max(0) as f64);
+}
+
+pub fn consumer_records(topic: &str, outcome: &'static str, n: u64) {
+    if n > 0 {
+        counter!("routegate_consumer_records_total", "topic" => topic.to_string(), "outcome" => outcome)
+            .increment(n);
     }
 }

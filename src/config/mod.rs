@@ -219,6 +219,56 @@ pub struct KafkaConfig {
     pub topics: TopicsConfig,
     pub tls: TlsConfig,
     pub sasl: SaslConfig,
+    /// Longest a consumer's fetch waits at the broker for records (below `request_timeout_ms`).
+    pub fetch_max_wait_ms: u64,
+    /// Most bytes one fetch of one partition returns.
+    pub fetch_max_bytes: u32,
+    /// Topics routegate reads (`[[kafka.consume]]` entries); none by default.
+    #[serde(default)]
+    pub consume: Vec<ConsumeConfig>,
+}
+
+/// One topic routegate reads, every partition of it, and what it does with each record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeConfig {
+    pub topic: String,
+    pub handler: ConsumeHandler,
+    /// Apply only records of these vehicles; empty means every vehicle.
+    #[serde(default)]
+    pub vehicles: Vec<String>,
+    /// The JSON field of a record's value naming its vehicle when the record has no key.
+    #[serde(default = "default_vehicle_field")]
+    pub vehicle_field: String,
+    /// Where a partition starts when routegate has no position stored for it yet.
+    #[serde(default = "default_start")]
+    pub start: ConsumeStart,
+}
+
+fn default_vehicle_field() -> String {
+    "vehicleId".into()
+}
+
+fn default_start() -> ConsumeStart {
+    ConsumeStart::Earliest
+}
+
+/// What a consumer does with a record.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumeHandler {
+    /// Each record becomes a local `kafka.record` event: live clients get it, Kafka does not.
+    Forward,
+    /// Each record is a GPS fix that moves its vehicle like `POST …/positions` does.
+    Positions,
+}
+
+/// A partition's first offset when none is stored.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumeStart {
+    Earliest,
+    Latest,
 }
 
 /// Topic per event type.
@@ -390,6 +440,9 @@ impl Default for Settings {
                     username: String::new(),
                     password: String::new(),
                 },
+                fetch_max_wait_ms: 500,
+                fetch_max_bytes: MIB as u32,
+                consume: Vec::new(),
             },
             optimize: OptimizeConfig {
                 max_stops: 2000,

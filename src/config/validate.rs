@@ -178,6 +178,33 @@ impl Settings {
                 "expected a Kafka topic name: 1-249 characters of a-z A-Z 0-9 . _ -",
             )?;
         }
+        check(
+            k.fetch_max_wait_ms < k.request_timeout_ms,
+            "kafka.fetch_max_wait_ms",
+            "expected less than kafka.request_timeout_ms",
+        )?;
+        check(
+            (1024..=64 * MIB as u32).contains(&k.fetch_max_bytes),
+            "kafka.fetch_max_bytes",
+            "expected 1024 to 67108864",
+        )?;
+        for (i, c) in k.consume.iter().enumerate() {
+            check(
+                is_topic_name(&c.topic),
+                "kafka.consume.topic",
+                "expected a Kafka topic name: 1-249 characters of a-z A-Z 0-9 . _ -",
+            )?;
+            check(
+                !k.consume[..i].iter().any(|d| d.topic == c.topic),
+                "kafka.consume.topic",
+                "expected each topic in one [[kafka.consume]] entry only",
+            )?;
+            check(
+                !c.vehicle_field.is_empty(),
+                "kafka.consume.vehicle_field",
+                "expected a JSON field name",
+            )?;
+        }
         let sasl = &k.sasl;
         check(
             sasl.mechanism == SaslMechanism::None || !sasl.username.is_empty(),

@@ -77,6 +77,8 @@ pub struct Api {
     pub lifecycle: Arc<Lifecycle>,
     pub outbox: Outbox,
     pub delivery: Arc<delivery::Status>,
+    /// What the Kafka consumers do (empty without `[[kafka.consume]]`).
+    pub consumers: Arc<crate::consume::Status>,
     pub metrics: PrometheusHandle,
     /// Routes and vehicles.
     pub store: Store,
@@ -242,6 +244,7 @@ fn admitted_endpoints(api: &Api) -> BoxedFilter<(Response,)> {
         .or(status::kafka_health(
             api.outbox.clone(),
             api.delivery.clone(),
+            api.consumers.clone(),
             guard(api),
         ))
         .unify()

@@ -42,6 +42,10 @@ pub struct KafkaHealth {
     pub last_error_at: Option<DateTime<Utc>>,
     /// Topics Kafka refuses routegate a permission on: their events wait, in order.
     pub paused_topics: Vec<PausedTopic>,
+    /// Each consumed partition: position, lag, counts, and why it retries if it does. Consumers
+    /// do not change `status`: the outbox's delivery does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<crate::consume::PartitionState>,
 }
 
 /// Judge delivery from the publisher's snapshot and the queue's figures.
@@ -76,6 +80,7 @@ pub fn assess(d: &Snapshot, q: &Stats, now: DateTime<Utc>) -> KafkaHealth {
         last_error: d.last_error.clone(),
         last_error_at: d.last_failure_at,
         paused_topics: d.paused.clone(),
+        consumers: Vec::new(),
     }
 }
 
@@ -132,20 +137,23 @@ fn judge_circuit(d: &Snapshot, failing: bool, err: &str, age: f64) -> (Health, S
 pub fn kafka_health(
     outbox: Outbox,
     delivery: Arc<Status>,
+    consumers: Arc<crate::consume::Status>,
     guard: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "routes" / "kafka-health")
         .and(crate::http::openapi::read())
         .and(guard)
         .then(move || {
-            let (outbox, delivery) = (outbox.clone(), delivery.clone());
+            let (outbox, delivery, consumers) =
+                (outbox.clone(), delivery.clone(), consumers.clone());
             async move {
                 // `stats` reads sled (the oldest pending event): off the async workers.
                 let stats = tokio::task::spawn_blocking(move || outbox.stats()).await;
                 let Ok(stats) = stats else {
                     return StatusCode::SERVICE_UNAVAILABLE.into_response();
                 };
-                let h = assess(&delivery.snapshot(), &stats, Utc::now());
+                let mut h = assess(&delivery.snapshot(), &stats, Utc::now());
+                h.consumers = consumers.snapshot();
                 let code = if h.status == Health::Healthy {
                     StatusCode::OK
                 } else {

@@ -46,6 +46,7 @@ pub(super) fn rig(adjust: impl FnOnce(&mut Settings)) -> Rig {
         lifecycle: Arc::default(),
         outbox: outbox.clone(),
         delivery,
+        consumers: Arc::default(),
         metrics: crate::metrics::install(),
         ws,
         store: Store::new(outbox, topics, params, store::RecordLimit::from(&s.kafka)),

@@ -68,7 +68,7 @@ pub struct KafkaSink {
     compression: Compression,
     new_topic_partitions: i32,
     new_topic_replication: i16,
-    timeout: Duration,
+    pub(super) timeout: Duration,
     tls: Option<Arc<rustls::ClientConfig>>,
     sasl: Option<SaslConfig>,
     /// Who the broker's authorizer sees: `User:<sasl username>`, or `User:ANONYMOUS`.
@@ -85,7 +85,7 @@ struct State {
 
 /// What an error says about our cached view of the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stale {
+pub(super) enum Stale {
     Nothing,
     Topic,
     Client,
@@ -125,7 +125,7 @@ impl KafkaSink {
         })
     }
 
-    async fn client(&self) -> Result<Arc<Client>, SinkError> {
+    pub(super) async fn client(&self) -> Result<Arc<Client>, SinkError> {
         let mut state = self.state.lock().await;
         if let Some(c) = &state.client {
             return Ok(c.clone());
@@ -155,7 +155,7 @@ impl KafkaSink {
     }
 
     /// Drop cached state that an error showed to be stale.
-    async fn invalidate(&self, stale: Stale, topic: &str) {
+    pub(super) async fn invalidate(&self, stale: Stale, topic: &str) {
         let mut state = self.state.lock().await;
         match stale {
             Stale::Nothing => {}
@@ -167,7 +167,7 @@ impl KafkaSink {
         }
     }
 
-    async fn fail(&self, topic: &str, what: &str, e: KafkaError) -> SinkError {
+    pub(super) async fn fail(&self, topic: &str, what: &str, e: KafkaError) -> SinkError {
         let (err, stale) = classify(what, &e);
         let err = match err {
             Refusal::Sink(err) => err,
@@ -186,7 +186,7 @@ impl KafkaSink {
         SinkError::Retriable(format!("{what} timed out after {:?}", self.timeout))
     }
 
-    async fn with_deadline<T>(
+    pub(super) async fn with_deadline<T>(
         &self,
         topic: &str,
         what: &str,
@@ -202,7 +202,7 @@ impl KafkaSink {
         }
     }
 
-    async fn partition_client(
+    pub(super) async fn partition_client(
         &self,
         topic: &str,
         p: i32,

@@ -52,6 +52,7 @@
 pub mod backoff;
 pub mod breaker;
 mod drain;
+pub mod fetch;
 pub mod kafka;
 pub mod partition;
 mod pause;
@@ -88,6 +89,60 @@ pub async fn supervise<S: EventSink>(
             () = tokio::time::sleep(PAUSE) => {}
         }
     }
+}
+
+/// A record read from Kafka, as the consumers see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+/// What one fetch of one partition returned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fetched {
+    /// Records at or after the requested offset, in offset order.
+    pub records: Vec<SourceRecord>,
+    /// The partition's high watermark: the offset the next produced record will get.
+    pub high_watermark: i64,
+}
+
+/// Why a source call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// Try again later (connection, timeout, leader moved, topic not there yet, …).
+    #[error("{0}")]
+    Retriable(String),
+    /// The offset is outside what the partition holds (retention deleted it, or the topic was
+    /// recreated): the consumer must pick a new position.
+    #[error("offset out of range")]
+    OutOfRange,
+    /// The broker refused routegate's principal a permission (`READ` or `DESCRIBE`).
+    #[error("{0}")]
+    Unauthorized(String),
+}
+
+/// Where consumers read records from: Kafka ([`fetch::KafkaSource`]) or, in tests, memory.
+pub trait RecordSource: Send + Sync + 'static {
+    /// The topic's partition count; `Retriable` while the topic does not exist.
+    fn partitions(&self, topic: &str) -> impl Future<Output = Result<i32, SourceError>> + Send;
+    /// The partition's (earliest, latest) offsets.
+    fn bounds(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> impl Future<Output = Result<(i64, i64), SourceError>> + Send;
+    /// Records from `offset` on, waiting up to the configured fetch wait when there are none.
+    fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> impl Future<Output = Result<Fetched, SourceError>> + Send;
 }
 
 /// Why a sink call failed.

@@ -68,6 +68,12 @@ impl<S: EventSink> Drainer<S> {
                 }
                 Peeked::Event(e) => e,
             };
+            if e.is_local() {
+                // Only a recount after a lost `meta` can make a local event pending: it leaves
+                // without going to Kafka.
+                out.acked.push(e.seq);
+                continue;
+            }
             let size = self.sink.record_size(&e) as u64;
             if size > self.cfg.max_record_bytes {
                 let reason = format!(

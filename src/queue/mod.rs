@@ -155,28 +155,43 @@ pub struct Write {
     pub records: Vec<RecordOp>,
 }
 
-/// A read-modify-write of one domain record: the writer runs `apply` with the record's current
-/// value (including the writes planned before it in the same group) and commits what it returns
-/// atomically, like an [`Outbox::append`]. No compare-and-set and no retry are needed, since the
-/// writer is the only writer; a hot record (a vehicle sending fixes) never conflicts.
+/// A read-modify-write of domain records: the writer runs `apply` with the current values of
+/// `reads` (including the writes planned before it in the same group) and commits what it
+/// returns atomically, like an [`Outbox::append`]. No compare-and-set and no retry are needed,
+/// since the writer is the only writer; a hot record (a vehicle sending fixes) never conflicts.
+/// A consumer uses it to check its stored position and apply the effect of a batch of records
+/// in one transaction.
 pub struct Update {
-    /// One of the domain trees named at [`Outbox::open`].
-    pub tree: &'static str,
-    pub key: Vec<u8>,
+    /// The records the closure reads, as (tree, key): trees named at [`Outbox::open`].
+    pub reads: Vec<(&'static str, Vec<u8>)>,
     /// Runs on the writer thread, so it must be quick and do no I/O. `None` aborts this request
     /// alone with [`Error::Aborted`]; the closure reports why through what it captured. A panic
     /// inside it aborts the request too, not the writer.
     pub apply: UpdateFn,
 }
 
-/// The closure of an [`Update`]: the record's current value in, the write to commit out.
-pub type UpdateFn = Box<dyn FnOnce(Option<&[u8]>) -> Option<Write> + Send>;
+/// The closure of an [`Update`]: the current values of its `reads`, in order, in; the write to
+/// commit out.
+pub type UpdateFn = Box<dyn FnOnce(&[Option<&[u8]>]) -> Option<Write> + Send>;
+
+impl Update {
+    /// An update of the one record `key` of `tree`.
+    pub fn one(
+        tree: &'static str,
+        key: Vec<u8>,
+        apply: impl FnOnce(Option<&[u8]>) -> Option<Write> + Send + 'static,
+    ) -> Update {
+        Update {
+            reads: vec![(tree, key)],
+            apply: Box::new(move |current| apply(current.first().copied().flatten())),
+        }
+    }
+}
 
 impl std::fmt::Debug for Update {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Update")
-            .field("tree", &self.tree)
-            .field("key", &self.key)
+            .field("reads", &self.reads)
             .finish_non_exhaustive()
     }
 }

@@ -191,7 +191,11 @@ impl<'a> Plan<'a> {
         let first = self.meta.next_seq;
         let encoded = sequence(first, write.events);
         let bytes: u64 = encoded.iter().map(|(_, raw)| raw.len() as u64).sum();
-        self.check_quota(encoded.len() as u64, bytes)?;
+        let (outgoing, outgoing_bytes) = encoded
+            .iter()
+            .filter(|(env, _)| !env.is_local())
+            .fold((0, 0), |(n, b), (_, raw)| (n + 1, b + raw.len() as u64));
+        self.check_quota(outgoing, outgoing_bytes)?;
         let record_bytes: u64 = records
             .iter()
             .map(|(_, k, v): &(usize, Vec<u8>, Option<Vec<u8>>)| {
@@ -204,7 +208,14 @@ impl<'a> Plan<'a> {
         }
         let mut out = Vec::with_capacity(encoded.len());
         for (env, raw) in encoded {
+            let local = env.is_local().then_some(raw.len() as u64);
             self.add_event(&env, raw);
+            if let Some(len) = local {
+                // Logged for live clients and the audit trail, never sent: out at once.
+                self.mark_out(env.seq);
+                self.meta.pending_events -= 1;
+                self.meta.pending_bytes -= len;
+            }
             let env = Arc::new(env);
             self.events.push(env.clone());
             out.push(env);
@@ -212,18 +223,23 @@ impl<'a> Plan<'a> {
         Ok(out)
     }
 
-    /// Run an update's closure against the record as this group sees it, then append its write.
+    /// Run an update's closure against the records as this group sees them, then append its
+    /// write.
     fn update(&mut self, u: Update) -> Result<Vec<Arc<Envelope>>> {
-        let tree = self.domain_index(u.tree).ok_or_else(|| {
-            Error::Storage(sled::Error::Unsupported(format!("unknown tree {}", u.tree)))
-        })?;
-        let current = self.read(tree, &u.key);
+        let mut current = Vec::with_capacity(u.reads.len());
+        for (name, key) in &u.reads {
+            let tree = self.domain_index(name).ok_or_else(|| {
+                Error::Storage(sled::Error::Unsupported(format!("unknown tree {name}")))
+            })?;
+            current.push(self.read(tree, key));
+        }
         let apply = u.apply;
         let write = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            apply(current.as_deref())
+            let values: Vec<Option<&[u8]>> = current.iter().map(Option::as_deref).collect();
+            apply(&values)
         }))
         .map_err(|_| {
-            tracing::error!(tree = u.tree, "an outbox update panicked; it was aborted");
+            tracing::error!(reads = ?u.reads, "an outbox update panicked; it was aborted");
             Error::Aborted
         })?
         .ok_or(Error::Aborted)?;

@@ -476,3 +476,51 @@ async fn a_read_racing_an_ack_never_returns_events_that_left_before_it() {
     assert_eq!(outbox.stats().pending_events, 0);
     outbox.shutdown().await;
 }
+
+/// A local event (no topic) is in the log for live clients and `since`, never in the outbox:
+/// it is not pending, not counted against the quota, never peeked, and interleaved with
+/// outgoing events it does not hold the outbox floor back across a restart.
+#[tokio::test]
+async fn local_events_are_logged_and_replayed_but_never_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        max_queue_events: 2,
+        ..config(dir.path())
+    };
+    let outbox = Outbox::open(dir.path(), &cfg, &[]).unwrap();
+    let local = |n| NewEvent::now("test.local", "", "vehicle-1", None, &n);
+    let seqs: Vec<u64> = append(&outbox, vec![ev(None, 1), local(2), local(3), ev(None, 4)])
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    append(&outbox, vec![local(5)]).await;
+    assert_eq!(
+        outbox.stats().pending_events,
+        2,
+        "the quota counts outgoing events only"
+    );
+    let peeked: Vec<u64> = outbox
+        .peek(100, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(Peeked::seq)
+        .collect();
+    assert_eq!(peeked, [seqs[0], seqs[3]]);
+    let Replay::Events(logged) = outbox.replay(0, u64::MAX, 100).unwrap() else {
+        panic!("nothing was pruned");
+    };
+    assert_eq!(logged.len(), 5);
+    assert!(logged[1].is_local() && !logged[0].is_local());
+
+    outbox.ack(vec![seqs[3]]).await.unwrap();
+    outbox.ack(vec![seqs[0]]).await.unwrap();
+    assert_eq!(outbox.stats().pending_events, 0);
+    append(&outbox, vec![local(6)]).await;
+    outbox.shutdown().await;
+    drop(outbox);
+    let outbox = Outbox::open(dir.path(), &cfg, &[]).unwrap();
+    assert_eq!(outbox.stats().pending_events, 0);
+    assert!(outbox.peek(100, u64::MAX).unwrap().is_empty());
+    outbox.shutdown().await;
+}

@@ -14,22 +14,18 @@ fn config(dir: &Path) -> StorageConfig {
 
 /// Add one to a big-endian counter record and announce it.
 fn increment(key: &[u8]) -> Update {
-    Update {
-        tree: "counters",
-        key: key.to_vec(),
-        apply: Box::new(|current| {
-            let n = current.map_or(0, |c| u64::from_be_bytes(c.try_into().unwrap())) + 1;
-            Some(Write {
-                events: vec![NewEvent::now("test.counted", "t", "k", None, &n)],
-                records: vec![RecordOp {
-                    tree: "counters",
-                    key: b"c".to_vec(),
-                    value: Some(n.to_be_bytes().to_vec()),
-                    expect: Expect::Any,
-                }],
-            })
-        }),
-    }
+    Update::one("counters", key.to_vec(), |current| {
+        let n = current.map_or(0, |c| u64::from_be_bytes(c.try_into().unwrap())) + 1;
+        Some(Write {
+            events: vec![NewEvent::now("test.counted", "t", "k", None, &n)],
+            records: vec![RecordOp {
+                tree: "counters",
+                key: b"c".to_vec(),
+                value: Some(n.to_be_bytes().to_vec()),
+                expect: Expect::Any,
+            }],
+        })
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,17 +52,11 @@ async fn concurrent_updates_of_one_record_all_apply_in_order_without_conflicts()
 async fn a_declined_or_panicking_update_writes_nothing_and_the_writer_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let outbox = Outbox::open(dir.path(), &config(dir.path()), &["counters"]).unwrap();
-    let declined = Update {
-        tree: "counters",
-        key: b"c".to_vec(),
-        apply: Box::new(|_| None),
-    };
+    let declined = Update::one("counters", b"c".to_vec(), |_| None);
     assert!(matches!(outbox.update(declined).await, Err(Error::Aborted)));
-    let panics = Update {
-        tree: "counters",
-        key: b"c".to_vec(),
-        apply: Box::new(|_| panic!("a bug in the closure")),
-    };
+    let panics = Update::one("counters", b"c".to_vec(), |_| {
+        panic!("a bug in the closure")
+    });
     assert!(matches!(outbox.update(panics).await, Err(Error::Aborted)));
     assert!(outbox.is_healthy(), "the writer survived");
     assert_eq!(outbox.stats().pending_events, 0);

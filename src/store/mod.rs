@@ -44,6 +44,7 @@
 //! Status transitions are in [`lifecycle`].
 
 pub mod announce;
+pub mod consumed;
 pub mod keys;
 pub mod lifecycle;
 mod positions;
@@ -75,7 +76,14 @@ pub const BY_VEHICLE: &str = "routes_by_vehicle";
 pub const BY_STATUS: &str = "routes_by_status";
 pub const VEHICLES: &str = "vehicles";
 /// The domain trees to open with the outbox.
-pub const TREES: &[&str] = &[ROUTES, BY_VEHICLE, BY_STATUS, VEHICLES];
+pub const TREES: &[&str] = &[
+    ROUTES,
+    BY_VEHICLE,
+    BY_STATUS,
+    VEHICLES,
+    consumed::CONSUMER_OFFSETS,
+    consumed::CONSUMER_DEAD,
+];
 
 /// Optimize requests that may wait for the solver unless configured otherwise.
 pub const DEFAULT_MAX_QUEUED_SOLVES: usize = 8;
@@ -213,6 +221,8 @@ struct Trees {
     by_vehicle: sled::Tree,
     by_status: sled::Tree,
     vehicles: sled::Tree,
+    consumer_offsets: sled::Tree,
+    consumer_dead: sled::Tree,
 }
 
 impl Store {
@@ -236,6 +246,8 @@ impl Store {
             by_vehicle: tree(BY_VEHICLE),
             by_status: tree(BY_STATUS),
             vehicles: tree(VEHICLES),
+            consumer_offsets: tree(consumed::CONSUMER_OFFSETS),
+            consumer_dead: tree(consumed::CONSUMER_DEAD),
         };
         Store {
             outbox,

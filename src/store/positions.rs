@@ -64,11 +64,9 @@ impl Store {
             limit: self.limit.clone(),
             outcome: outcome.clone(),
         };
-        let update = queue::Update {
-            tree: VEHICLES,
-            key: keys::vehicle(vehicle_id),
-            apply: Box::new(move |current| job.apply(current)),
-        };
+        let update = queue::Update::one(VEHICLES, keys::vehicle(vehicle_id), move |current| {
+            job.apply(current)
+        });
         let result = self.outbox.update(update).await;
         let planned = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
         match (result, planned) {
@@ -111,63 +109,81 @@ impl TrackJob {
     }
 
     fn plan(&self, current: Option<&[u8]>) -> Result<(Tracked, Write)> {
-        let mut v: VehicleRecord = match current {
-            Some(raw) => record::decode(raw).map_err(|source| Error::Corrupt {
-                tree: VEHICLES,
-                key: self.vehicle_id.clone(),
-                source,
-            })?,
-            None => VehicleRecord::default(),
-        };
-        let newest = self.fixes.iter().max_by_key(|f| f.timestamp).copied();
-        let now = chrono::Utc::now();
-        if let Some(fix) = newest
-            && v.last_position.is_none_or(|p| supersedes(&fix, &p, now))
-        {
-            v.last_position = Some(fix);
-            if let Some(active) = &mut v.active_route
-                && let Some(next) = &active.next_stop
-            {
-                active.delay_seconds = self.travel.delay_seconds(&fix, next);
-            }
-        }
-        let vehicle_id = self.vehicle_id.as_str();
-        let tracked = tracked(vehicle_id, &v, self.fixes.len());
-        let route_id = tracked.route_id.as_deref();
-        let events: Vec<_> = self
-            .fixes
-            .iter()
-            .map(|p| {
-                let payload = PositionEvent {
-                    vehicle_id,
-                    route_id,
-                    position: p,
-                    next_stop_id: tracked.next_stop_id.as_deref(),
-                    next_stop_eta: tracked.next_stop_eta,
-                    delay_seconds: tracked.delay_seconds,
-                };
-                NewEvent::now(
-                    events::VEHICLE_POSITION,
-                    &self.topic,
-                    vehicle_id,
-                    route_id,
-                    &payload,
-                )
-            })
-            .collect();
+        let (tracked, op, events) = plan_fixes(
+            &self.vehicle_id,
+            &self.fixes,
+            &self.travel,
+            &self.topic,
+            current,
+        )?;
         self.limit.check(&events)?;
-        let op = put(
-            VEHICLES,
-            keys::vehicle(vehicle_id),
-            record::encode(&v),
-            Expect::Any,
-        );
         let write = Write {
             events,
             records: vec![op],
         };
         Ok((tracked, write))
     }
+}
+
+/// Apply `fixes` to the vehicle record `current`: what it says now, the record's new value and
+/// one `vehicle.position` event per fix on `topic` (empty: local events, for fixes that came
+/// from Kafka).
+pub(super) fn plan_fixes(
+    vehicle_id: &str,
+    fixes: &[Position],
+    travel: &lifecycle::Travel,
+    topic: &str,
+    current: Option<&[u8]>,
+) -> Result<(Tracked, queue::RecordOp, Vec<NewEvent>)> {
+    let mut v: VehicleRecord = match current {
+        Some(raw) => record::decode(raw).map_err(|source| Error::Corrupt {
+            tree: VEHICLES,
+            key: vehicle_id.to_string(),
+            source,
+        })?,
+        None => VehicleRecord::default(),
+    };
+    let newest = fixes.iter().max_by_key(|f| f.timestamp).copied();
+    let now = chrono::Utc::now();
+    if let Some(fix) = newest
+        && v.last_position.is_none_or(|p| supersedes(&fix, &p, now))
+    {
+        v.last_position = Some(fix);
+        if let Some(active) = &mut v.active_route
+            && let Some(next) = &active.next_stop
+        {
+            active.delay_seconds = travel.delay_seconds(&fix, next);
+        }
+    }
+    let tracked = tracked(vehicle_id, &v, fixes.len());
+    let route_id = tracked.route_id.as_deref();
+    let events: Vec<_> = fixes
+        .iter()
+        .map(|p| {
+            let payload = PositionEvent {
+                vehicle_id,
+                route_id,
+                position: p,
+                next_stop_id: tracked.next_stop_id.as_deref(),
+                next_stop_eta: tracked.next_stop_eta,
+                delay_seconds: tracked.delay_seconds,
+            };
+            NewEvent::now(
+                events::VEHICLE_POSITION,
+                topic,
+                vehicle_id,
+                route_id,
+                &payload,
+            )
+        })
+        .collect();
+    let op = put(
+        VEHICLES,
+        keys::vehicle(vehicle_id),
+        record::encode(&v),
+        Expect::Any,
+    );
+    Ok((tracked, op, events))
 }
 
 /// Whether `fix` becomes the vehicle's position instead of `current`: it is newer, or `current`

@@ -1,0 +1,325 @@
+//! What a consumed record does, per handler: pure functions from a record to an [`Effect`].
+//!
+//! * Records whose `ce_source` header is this gateway's own `kafka.event_source` are skipped,
+//!   whatever the handler: what routegate produced never comes back as input (no loops).
+//! * The vehicle of a record is its key (UTF-8) or, when it has none, the string field
+//!   `vehicle_field` of its JSON value. With a `vehicles` filter, records of other vehicles are
+//!   skipped.
+//! * `forward`: a local `kafka.record` event carrying the record (topic, partition, offset,
+//!   key, headers, timestamp, and the value as JSON when it parses, else as base64).
+//! * `positions`: the value is one GPS fix as `POST /traffic/vehicles/{id}/positions` takes
+//!   it; a record without a vehicle or with an invalid fix is dead-lettered with the reason.
+
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::config::{ConsumeConfig, ConsumeHandler};
+use crate::events::NewEvent;
+use crate::publisher::SourceRecord;
+use crate::store::Position;
+use crate::store::consumed::Effect;
+
+/// CloudEvents `type` of a forwarded record.
+pub const KAFKA_RECORD: &str = "kafka.record";
+
+/// The `kafka.record` payload.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Forwarded<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vehicle_id: Option<&'a str>,
+    key: Option<String>,
+    headers: serde_json::Map<String, Value>,
+    timestamp: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+}
+
+/// A GPS fix as a record value.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FixValue {
+    latitude: f64,
+    longitude: f64,
+    timestamp: DateTime<FixedOffset>,
+    #[serde(default)]
+    speed_kmh: Option<f64>,
+    #[serde(default)]
+    heading_deg: Option<f64>,
+}
+
+/// Decides the effect of each record of one consumer.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    pub config: ConsumeConfig,
+    /// This gateway's `kafka.event_source`.
+    pub own_source: String,
+}
+
+impl Handler {
+    /// The effect of `record`, read from `partition` of the consumer's topic.
+    pub fn effect(&self, partition: i32, record: &SourceRecord) -> Effect {
+        let own = record
+            .headers
+            .get("ce_source")
+            .is_some_and(|s| s == self.own_source.as_bytes());
+        if own {
+            return Effect::Skip;
+        }
+        let json: Option<Value> = record
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok());
+        let vehicle = vehicle_of(record, json.as_ref(), &self.config.vehicle_field);
+        if !self.config.vehicles.is_empty()
+            && !vehicle
+                .as_ref()
+                .is_some_and(|v| self.config.vehicles.contains(v))
+        {
+            return Effect::Skip;
+        }
+        match self.config.handler {
+            ConsumeHandler::Forward => {
+                Effect::Event(self.forward(partition, record, vehicle.as_deref(), json))
+            }
+            ConsumeHandler::Positions => positions(record, vehicle),
+        }
+    }
+
+    fn forward(
+        &self,
+        partition: i32,
+        record: &SourceRecord,
+        vehicle: Option<&str>,
+        json: Option<Value>,
+    ) -> NewEvent {
+        let headers = record
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Value::String(String::from_utf8_lossy(v).into_owned()),
+                )
+            })
+            .collect();
+        let value_base64 = match (&json, &record.value) {
+            (None, Some(raw)) => Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+            _ => None,
+        };
+        let payload = Forwarded {
+            topic: &self.config.topic,
+            partition,
+            offset: record.offset,
+            vehicle_id: vehicle,
+            key: record
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            headers,
+            timestamp: Utc
+                .timestamp_millis_opt(record.timestamp_ms)
+                .single()
+                .unwrap_or_default(),
+            value: json,
+            value_base64,
+        };
+        let now = Utc::now();
+        NewEvent {
+            id: Uuid::now_v7(),
+            kind: KAFKA_RECORD.to_string(),
+            topic: String::new(),
+            key: vehicle.unwrap_or_default().to_string(),
+            route_id: None,
+            created_at_us: now.timestamp_micros(),
+            payload: serde_json::to_vec(&payload).expect("serializing a JSON value cannot fail"),
+        }
+    }
+}
+
+/// The record's vehicle: its key, else the string field `field` of its JSON value.
+fn vehicle_of(record: &SourceRecord, json: Option<&Value>, field: &str) -> Option<String> {
+    if let Some(key) = record.key.as_deref().filter(|k| !k.is_empty()) {
+        return Some(String::from_utf8_lossy(key).into_owned());
+    }
+    json?
+        .get(field)?
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+fn positions(record: &SourceRecord, vehicle: Option<String>) -> Effect {
+    let dead = |reason: String| Effect::Dead {
+        reason,
+        key: record.key.clone(),
+        value: record.value.clone(),
+    };
+    let Some(vehicle_id) = vehicle else {
+        return dead("no vehicle: the record has no key and no vehicle field".into());
+    };
+    let Some(raw) = record.value.as_deref() else {
+        return dead("no value".into());
+    };
+    let fix: FixValue = match serde_json::from_slice(raw) {
+        Ok(f) => f,
+        Err(e) => return dead(format!("not a GPS fix: {e}")),
+    };
+    if let Err(reason) = plausible(&fix) {
+        return dead(reason);
+    }
+    Effect::Fix {
+        vehicle_id,
+        fix: Position {
+            latitude: fix.latitude,
+            longitude: fix.longitude,
+            timestamp: fix.timestamp,
+            speed_kmh: fix.speed_kmh,
+            heading_deg: fix.heading_deg,
+        },
+    }
+}
+
+/// The range checks `POST …/positions` makes.
+fn plausible(f: &FixValue) -> Result<(), String> {
+    if !(-90.0..=90.0).contains(&f.latitude) {
+        return Err(format!("latitude {} is not within -90..90", f.latitude));
+    }
+    if !(-180.0..=180.0).contains(&f.longitude) {
+        return Err(format!("longitude {} is not within -180..180", f.longitude));
+    }
+    if let Some(s) = f.speed_kmh
+        && !(0.0..=1000.0).contains(&s)
+    {
+        return Err(format!("speedKmh {s} is not within 0..1000"));
+    }
+    if let Some(h) = f.heading_deg
+        && !(0.0..=360.0).contains(&h)
+    {
+        return Err(format!("headingDeg {h} is not within 0..360"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConsumeStart;
+    use std::collections::BTreeMap;
+
+    fn handler(kind: ConsumeHandler, vehicles: &[&str]) -> Handler {
+        Handler {
+            config: ConsumeConfig {
+                topic: "telematics".into(),
+                handler: kind,
+                vehicles: vehicles.iter().map(|v| v.to_string()).collect(),
+                vehicle_field: "vehicleId".into(),
+                start: ConsumeStart::Earliest,
+            },
+            own_source: "urn:routegate:depot-1".into(),
+        }
+    }
+
+    fn rec(key: Option<&str>, value: &[u8], headers: &[(&str, &str)]) -> SourceRecord {
+        SourceRecord {
+            offset: 7,
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: Some(value.to_vec()),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect::<BTreeMap<_, _>>(),
+            timestamp_ms: 1_700_000_000_000,
+        }
+    }
+
+    const FIX: &str = r#"{"latitude":43.73,"longitude":7.42,"timestamp":"2026-12-03T10:00:00Z"}"#;
+
+    #[test]
+    fn own_records_are_skipped_by_every_handler() {
+        let own = rec(
+            Some("v1"),
+            FIX.as_bytes(),
+            &[("ce_source", "urn:routegate:depot-1")],
+        );
+        for kind in [ConsumeHandler::Forward, ConsumeHandler::Positions] {
+            assert_eq!(handler(kind, &[]).effect(0, &own), Effect::Skip);
+        }
+        let other = rec(Some("v1"), FIX.as_bytes(), &[("ce_source", "urn:hq")]);
+        assert!(matches!(
+            handler(ConsumeHandler::Positions, &[]).effect(0, &other),
+            Effect::Fix { .. }
+        ));
+    }
+
+    #[test]
+    fn the_vehicle_is_the_key_or_the_json_field_and_the_filter_uses_it() {
+        let h = handler(ConsumeHandler::Positions, &["v2"]);
+        assert_eq!(
+            h.effect(0, &rec(Some("v1"), FIX.as_bytes(), &[])),
+            Effect::Skip
+        );
+        let by_field = format!(r#"{{"vehicleId":"v2",{}"#, &FIX[1..]);
+        match h.effect(0, &rec(None, by_field.as_bytes(), &[])) {
+            Effect::Fix { vehicle_id, fix } => {
+                assert_eq!(vehicle_id, "v2");
+                assert_eq!(fix.latitude, 43.73);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unusable_fixes_are_dead_lettered_with_the_reason() {
+        let h = handler(ConsumeHandler::Positions, &[]);
+        let cases: [(Option<&str>, &[u8], &str); 3] = [
+            (None, FIX.as_bytes(), "no vehicle"),
+            (Some("v1"), b"{not json", "not a GPS fix"),
+            (
+                Some("v1"),
+                br#"{"latitude":91,"longitude":7,"timestamp":"2026-12-03T10:00:00Z"}"#,
+                "latitude 91",
+            ),
+        ];
+        for (key, value, why) in cases {
+            match h.effect(0, &rec(key, value, &[])) {
+                Effect::Dead { reason, .. } => assert!(reason.contains(why), "{reason}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn forwarded_records_are_local_events_with_json_or_base64_values() {
+        let h = handler(ConsumeHandler::Forward, &[]);
+        let Effect::Event(e) = h.effect(2, &rec(Some("v9"), br#"{"speed":3}"#, &[("h", "x")]))
+        else {
+            panic!("an event");
+        };
+        assert_eq!(
+            (e.kind.as_str(), e.topic.as_str(), e.key.as_str()),
+            (KAFKA_RECORD, "", "v9")
+        );
+        let p: Value = serde_json::from_slice(&e.payload).unwrap();
+        assert_eq!(p["value"]["speed"], 3);
+        assert_eq!(
+            (p["partition"].as_i64(), p["offset"].as_i64()),
+            (Some(2), Some(7))
+        );
+        assert_eq!(p["headers"]["h"], "x");
+        let Effect::Event(e) = h.effect(0, &rec(None, &[0xff, 0x00], &[])) else {
+            panic!("an event");
+        };
+        let p: Value = serde_json::from_slice(&e.payload).unwrap();
+        assert_eq!(p["valueBase64"], "/wA=");
+        assert!(p.get("value").is_none());
+    }
+}

@@ -1,0 +1,445 @@
+//! Records consumed from Kafka, applied exactly once.
+//!
+//! A consumer hands over one fetched batch of one partition at a time. Its effects (local
+//! events, vehicle records moved by GPS fixes, dead letters) and the partition's new position
+//! commit in **one outbox transaction** ([`queue::Update`], on the writer thread), and only if
+//! the stored position is still the one the batch was read from. So after `kill -9`, a power
+//! cut or a broker outage the consumer resumes at the stored position: a record is never
+//! applied twice and never skipped. A batch whose starting position no longer matches is
+//! refused with [`Applied::Moved`] and nothing is written.
+//!
+//! # Trees
+//!
+//! | tree                    | key                                   | value                      |
+//! |-------------------------|---------------------------------------|----------------------------|
+//! | `consumer_offsets`      | topic, `0x00`, partition (i32 BE)     | [`Position`] record frame  |
+//! | `consumer_dead_letters` | topic, `0x00`, partition, offset (BE) | [`ConsumerDeadLetter`] frame |
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::positions::plan_fixes;
+use super::record::{self, Position as Fix};
+use super::writes::put;
+use super::{Error, Result, Store, VEHICLES, keys};
+use crate::events::NewEvent;
+use crate::queue::{self, Expect, Write};
+
+pub const CONSUMER_OFFSETS: &str = "consumer_offsets";
+pub const CONSUMER_DEAD: &str = "consumer_dead_letters";
+
+/// What one consumed record does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Log this local event (the `forward` handler).
+    Event(NewEvent),
+    /// Move a vehicle (the `positions` handler).
+    Fix { vehicle_id: String, fix: Fix },
+    /// Nothing: the record is this gateway's own, or of a vehicle the consumer filters out.
+    Skip,
+    /// Unusable: kept in the consumer dead-letter list with the reason; the rest flows.
+    Dead {
+        reason: String,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    },
+}
+
+/// One fetched batch of one partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumedBatch {
+    pub topic: String,
+    pub partition: i32,
+    /// The stored position the batch was read from; `None` when none was stored yet.
+    pub from: Option<i64>,
+    /// The position after the batch: its last record's offset + 1.
+    pub next: i64,
+    /// Each record's effect, by offset.
+    pub effects: Vec<(i64, Effect)>,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Records that changed something (an event logged, a vehicle moved).
+    pub applied: u64,
+    pub skipped: u64,
+    pub dead_lettered: u64,
+}
+
+/// The stored position of a partition: the offset of the next record to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub next: i64,
+}
+
+/// A record a consumer could not use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerDeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+    /// The record's key and value as they came, lossily as UTF-8.
+    pub key: Option<String>,
+    pub value: Option<String>,
+    /// Microseconds since the Unix epoch.
+    pub dead_at_us: i64,
+}
+
+/// Why a batch was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The stored position is not the batch's `from`: another run applied it or moved on.
+    #[error("the stored position of {topic}/{partition} is {stored:?}, not {from:?}")]
+    Moved {
+        topic: String,
+        partition: i32,
+        from: Option<i64>,
+        stored: Option<i64>,
+    },
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+fn partition_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 5);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+fn dead_key(topic: &str, partition: i32, offset: i64) -> Vec<u8> {
+    let mut k = partition_key(topic, partition);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn decode_position(raw: &[u8], topic: &str, partition: i32) -> Result<i64> {
+    record::decode::<Position>(raw)
+        .map(|p| p.next)
+        .map_err(|source| Error::Corrupt {
+            tree: CONSUMER_OFFSETS,
+            key: format!("{topic}/{partition}"),
+            source,
+        })
+}
+
+impl Store {
+    /// The stored position of a partition: the offset of the next record to apply.
+    pub async fn consumer_position(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let (topic, key) = (topic.to_string(), partition_key(topic, partition));
+        self.blocking(move |t| {
+            let raw = t.consumer_offsets.get(key).map_err(queue::Error::from)?;
+            raw.map(|raw| decode_position(&raw, &topic, partition))
+                .transpose()
+        })
+        .await
+    }
+
+    /// Every stored position as (topic, partition, next offset).
+    pub async fn consumer_positions(&self) -> Result<Vec<(String, i32, i64)>> {
+        self.blocking(|t| {
+            let mut out = Vec::new();
+            for entry in t.consumer_offsets.iter() {
+                let (key, raw) = entry.map_err(queue::Error::from)?;
+                let Some(split) = key.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                let topic = String::from_utf8_lossy(&key[..split]).into_owned();
+                let Ok(p) = <[u8; 4]>::try_from(&key[split + 1..]) else {
+                    continue;
+                };
+                let partition = i32::from_be_bytes(p);
+                out.push((
+                    topic.clone(),
+                    partition,
+                    decode_position(&raw, &topic, partition)?,
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The consumer dead letters, oldest partition and offset first, at most `limit`.
+    pub async fn consumer_dead_letters(&self, limit: usize) -> Result<Vec<ConsumerDeadLetter>> {
+        self.blocking(move |t| {
+            let mut out = Vec::new();
+            for entry in t.consumer_dead.iter().take(limit) {
+                let (key, raw) = entry.map_err(queue::Error::from)?;
+                out.push(record::decode(&raw).map_err(|source| Error::Corrupt {
+                    tree: CONSUMER_DEAD,
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    source,
+                })?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Apply a batch and store the partition's new position in one transaction, if the stored
+    /// position is still `batch.from` (see the module docs).
+    pub async fn apply_consumed(
+        &self,
+        batch: ConsumedBatch,
+    ) -> std::result::Result<Applied, ApplyError> {
+        let position_key = partition_key(&batch.topic, batch.partition);
+        let mut vehicles: Vec<String> = Vec::new();
+        for (_, e) in &batch.effects {
+            if let Effect::Fix { vehicle_id, .. } = e
+                && !vehicles.contains(vehicle_id)
+            {
+                vehicles.push(vehicle_id.clone());
+            }
+        }
+        let mut reads = vec![(CONSUMER_OFFSETS, position_key.clone())];
+        reads.extend(vehicles.iter().map(|v| (VEHICLES, keys::vehicle(v))));
+        let outcome = Arc::new(Mutex::new(None));
+        let job = ApplyJob {
+            batch,
+            position_key,
+            vehicles,
+            travel: self.travel(),
+            outcome: outcome.clone(),
+        };
+        let update = queue::Update {
+            reads,
+            apply: Box::new(move |current| job.run(current)),
+        };
+        let result = self.outbox.update(update).await;
+        let planned = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (result, planned) {
+            (Ok(_), Some(Ok(applied))) => Ok(applied),
+            (Err(queue::Error::Aborted), Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(ApplyError::Store(e.into())),
+            (Ok(_), _) => Err(ApplyError::Store(Error::Task(
+                "the consumer update left no outcome".into(),
+            ))),
+        }
+    }
+}
+
+/// A batch, applied by the outbox writer to the current position and vehicle records.
+struct ApplyJob {
+    batch: ConsumedBatch,
+    position_key: Vec<u8>,
+    /// The vehicles the batch moves, in the order of the update's reads after the position.
+    vehicles: Vec<String>,
+    travel: super::Travel,
+    outcome: Arc<Mutex<Option<std::result::Result<Applied, ApplyError>>>>,
+}
+
+impl ApplyJob {
+    fn run(self, current: &[Option<&[u8]>]) -> Option<Write> {
+        let planned = self.plan(current);
+        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        match planned {
+            Ok((applied, write)) => {
+                *outcome = Some(Ok(applied));
+                Some(write)
+            }
+            Err(e) => {
+                *outcome = Some(Err(e));
+                None
+            }
+        }
+    }
+
+    fn plan(&self, current: &[Option<&[u8]>]) -> std::result::Result<(Applied, Write), ApplyError> {
+        let b = &self.batch;
+        let stored = current[0]
+            .map(|raw| decode_position(raw, &b.topic, b.partition))
+            .transpose()?;
+        if stored != b.from {
+            return Err(ApplyError::Moved {
+                topic: b.topic.clone(),
+                partition: b.partition,
+                from: b.from,
+                stored,
+            });
+        }
+        let mut write = Write::default();
+        let mut applied = Applied::default();
+        let mut fixes: BTreeMap<&str, Vec<Fix>> = BTreeMap::new();
+        let now_us = chrono::Utc::now().timestamp_micros();
+        for (offset, effect) in &b.effects {
+            match effect {
+                Effect::Event(e) => {
+                    write.events.push(e.clone());
+                    applied.applied += 1;
+                }
+                Effect::Fix { vehicle_id, fix } => {
+                    fixes.entry(vehicle_id).or_default().push(*fix);
+                    applied.applied += 1;
+                }
+                Effect::Skip => applied.skipped += 1,
+                Effect::Dead { reason, key, value } => {
+                    let letter = ConsumerDeadLetter {
+                        topic: b.topic.clone(),
+                        partition: b.partition,
+                        offset: *offset,
+                        reason: reason.clone(),
+                        key: key
+                            .as_deref()
+                            .map(|k| String::from_utf8_lossy(k).into_owned()),
+                        value: value
+                            .as_deref()
+                            .map(|v| String::from_utf8_lossy(v).into_owned()),
+                        dead_at_us: now_us,
+                    };
+                    let key = dead_key(&b.topic, b.partition, *offset);
+                    write.records.push(put(
+                        CONSUMER_DEAD,
+                        key,
+                        record::encode(&letter),
+                        Expect::Any,
+                    ));
+                    applied.dead_lettered += 1;
+                }
+            }
+        }
+        for (i, vehicle_id) in self.vehicles.iter().enumerate() {
+            let Some(fixes) = fixes.get(vehicle_id.as_str()) else {
+                continue;
+            };
+            // Local events: fixes that came from Kafka are not produced back.
+            let (_, op, events) = plan_fixes(vehicle_id, fixes, &self.travel, "", current[i + 1])?;
+            write.records.push(op);
+            write.events.extend(events);
+        }
+        let position = record::encode(&Position { next: b.next });
+        write.records.push(put(
+            CONSUMER_OFFSETS,
+            self.position_key.clone(),
+            position,
+            Expect::Any,
+        ));
+        Ok((applied, write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::queue::{Outbox, Replay};
+    use crate::store::{RecordLimit, TREES, Topics};
+
+    fn store(dir: &std::path::Path) -> (Store, Outbox) {
+        let cfg = crate::config::StorageConfig {
+            data_dir: dir.to_path_buf(),
+            ..Settings::default().storage
+        };
+        let outbox = Outbox::open(dir, &cfg, TREES).unwrap();
+        let topics = Topics {
+            route_optimized: "opt".into(),
+            route_updated: "upd".into(),
+            vehicle_position: "pos".into(),
+        };
+        let limit = RecordLimit::from(&Settings::default().kafka);
+        let store = Store::new(outbox.clone(), topics, Default::default(), limit);
+        (store, outbox)
+    }
+
+    fn fix(minute: u32) -> Effect {
+        let timestamp = format!("2026-12-03T10:{minute:02}:00Z");
+        Effect::Fix {
+            vehicle_id: "v1".into(),
+            fix: Fix {
+                latitude: 43.7,
+                longitude: 7.4,
+                timestamp: chrono::DateTime::parse_from_rfc3339(&timestamp).unwrap(),
+                speed_kmh: None,
+                heading_deg: None,
+            },
+        }
+    }
+
+    fn batch(from: Option<i64>) -> ConsumedBatch {
+        let dead = Effect::Dead {
+            reason: "not a GPS fix".into(),
+            key: Some(b"v1".to_vec()),
+            value: Some(b"{".to_vec()),
+        };
+        ConsumedBatch {
+            topic: "telematics".into(),
+            partition: 2,
+            from,
+            next: 14,
+            effects: vec![(10, fix(1)), (11, dead), (12, Effect::Skip), (13, fix(2))],
+        }
+    }
+
+    fn logged(outbox: &Outbox) -> Vec<Arc<crate::events::Envelope>> {
+        match outbox.replay(0, u64::MAX, 1000).unwrap() {
+            Replay::Events(e) => e,
+            Replay::Reset { .. } => panic!("nothing was pruned"),
+        }
+    }
+
+    /// A batch applies its effects and moves the position in one go; the same batch again
+    /// (a consumer that crashed before it learnt of the commit) changes nothing.
+    #[tokio::test]
+    async fn a_batch_applies_once_with_its_position_and_a_replay_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, outbox) = store(dir.path());
+        let applied = store.apply_consumed(batch(None)).await.unwrap();
+        assert_eq!(
+            applied,
+            Applied {
+                applied: 2,
+                skipped: 1,
+                dead_lettered: 1
+            }
+        );
+        assert_eq!(
+            store.consumer_position("telematics", 2).await.unwrap(),
+            Some(14)
+        );
+        assert_eq!(
+            store.consumer_positions().await.unwrap(),
+            [("telematics".to_string(), 2, 14)]
+        );
+        let dead = store.consumer_dead_letters(10).await.unwrap();
+        assert_eq!((dead.len(), dead[0].offset), (1, 11));
+        assert_eq!(dead[0].reason, "not a GPS fix");
+        let events = logged(&outbox);
+        assert_eq!(events.len(), 2);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.is_local() && e.kind == "vehicle.position")
+        );
+        assert_eq!(
+            outbox.stats().pending_events,
+            0,
+            "nothing goes back to Kafka"
+        );
+
+        let again = store.apply_consumed(batch(None)).await;
+        assert!(
+            matches!(
+                again,
+                Err(ApplyError::Moved {
+                    stored: Some(14),
+                    ..
+                })
+            ),
+            "{again:?}"
+        );
+        assert_eq!(logged(&outbox).len(), 2, "nothing applied twice");
+        assert_eq!(store.consumer_dead_letters(10).await.unwrap().len(), 1);
+        store
+            .apply_consumed(batch(Some(14)))
+            .await
+            .expect("the next batch applies");
+        assert_eq!(logged(&outbox).len(), 4);
+        outbox.shutdown().await;
+    }
+}
