@@ -2,7 +2,8 @@
 //! byte-exact, node faults behave as Kafka does, secured listeners work, and no JVM outlives
 //! its owner.
 //!
-//! Producing uses rskafka (what routegate uses); verifying never does.
+//! Producing uses rskafka (what routegate uses), except where a test proves the harness's own
+//! producer (Kafka's, for tests of routegate's consumer); verifying never uses rskafka.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -14,8 +15,11 @@ use rskafka::chrono::{DateTime, TimeZone, Utc};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
+use serde_json::json;
 
-use crate::harness::kafka::{self, ClusterOptions, ConsumedRecord, KafkaCluster, pid_alive};
+use crate::harness::kafka::{
+    self, ClusterOptions, ConsumedRecord, KafkaCluster, ProducedRecord, pid_alive,
+};
 
 /// Retries end after 30 s of backoff sleeps, so a broken broker fails the test instead of
 /// hanging it (rskafka's default retries forever).
@@ -175,6 +179,116 @@ async fn records_produced_with_rskafka_are_read_back_byte_identical_by_the_indep
     assert_eq!(
         read.iter().map(|r| r.offset).collect::<Vec<_>>(),
         [0, 1, 2, 3, 4, 0, 1]
+    );
+}
+
+/// What a record read back must equal: partition, offset, key, value and headers.
+type RecordParts = (i32, i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_produced_with_kafkas_own_producer_are_read_back_in_order_with_keys_values_and_headers()
+ {
+    let cluster = kafka::shared().await;
+    let topic = kafka::unique_topic("java-produced");
+    cluster.create_topic(&topic, 3, 1).await;
+    let not_utf8: &[u8] = &[0x00, 0xff, 0xfe, 0x80, b'\n', 0xc3, 0x28];
+    // Every third record names its partition; the others leave it to the default partitioner,
+    // by one of 40 keys or (every ninth) by no key at all.
+    let records: Vec<ProducedRecord> = (0..3_000)
+        .map(|i| {
+            let key = format!("key-{}", i % 40);
+            let value = json!({ "i": i, "text": "ünïcödé ✓" });
+            let record = match i % 9 {
+                0 | 3 | 6 => ProducedRecord::json(Some(i / 3 % 3), None, &value),
+                8 => ProducedRecord::json(None, None, &value),
+                _ => ProducedRecord::json(None, Some(&key), &value),
+            };
+            match i {
+                1_234 => ProducedRecord::new(Some(1), Some("binary"), not_utf8),
+                1_235 => ProducedRecord::new(None, Some(""), Vec::new()),
+                // Order and duplicate names survive.
+                1_236 => record
+                    .header("z", "last name first")
+                    .header("dup", "1")
+                    .header("a", "")
+                    .header("dup", "2 ✓"),
+                _ if i % 7 == 0 => record.header("trace", &format!("t-{i}")),
+                _ => record,
+            }
+        })
+        .collect();
+
+    let started = Instant::now();
+    let answered = cluster.produce_records(&topic, &records).await;
+    let took = started.elapsed();
+
+    assert_eq!(answered.len(), records.len());
+    for (i, (record, &(partition, _))) in records.iter().zip(&answered).enumerate() {
+        if let Some(wanted) = record.partition {
+            assert_eq!(partition, wanted, "record {i} went to another partition");
+        }
+    }
+    // Keyed records went where Kafka's default partitioner puts their keys.
+    let keyed: Vec<(usize, &[u8])> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.partition.is_none())
+        .filter_map(|(i, r)| Some((i, r.key.as_deref()?.as_bytes())))
+        .collect();
+    let keys: Vec<&[u8]> = keyed.iter().map(|&(_, key)| key).collect();
+    let chosen = cluster.producer_partitions(3, &keys).await;
+    for (&(i, key), chosen) in keyed.iter().zip(chosen) {
+        assert_eq!(answered[i].0, chosen, "record {i} with key {key:?}");
+    }
+    // Send order kept: each partition's records have offsets 0, 1, 2, … in input order.
+    for partition in 0..3 {
+        let offsets: Vec<i64> = answered
+            .iter()
+            .filter(|&&(p, _)| p == partition)
+            .map(|&(_, offset)| offset)
+            .collect();
+        assert!(
+            !offsets.is_empty(),
+            "nothing landed in partition {partition}"
+        );
+        assert!(
+            offsets.iter().copied().eq(0..offsets.len() as i64),
+            "partition {partition}: offsets in send order are not 0, 1, 2, …: {offsets:?}"
+        );
+    }
+
+    let mut expected: Vec<RecordParts> = records
+        .iter()
+        .zip(&answered)
+        .map(|(r, &(partition, offset))| {
+            let key = r.key.as_ref().map(|k| k.as_bytes().to_vec());
+            let headers = r.headers.iter();
+            let headers = headers.map(|(n, v)| (n.clone(), v.as_bytes().to_vec()));
+            (partition, offset, key, r.value.clone(), headers.collect())
+        })
+        .collect();
+    expected.sort_by_key(|&(partition, offset, ..)| (partition, offset));
+    let read: Vec<RecordParts> = cluster
+        .read_topic(&topic)
+        .await
+        .into_iter()
+        .map(|r| {
+            let value = r.value.expect("no record was produced with a null value");
+            (r.partition, r.offset, r.key, value, r.headers)
+        })
+        .collect();
+    assert_eq!(read.len(), expected.len(), "records read back");
+    for (got, wanted) in read.iter().zip(&expected) {
+        assert_eq!(
+            got, wanted,
+            "record at partition {} offset {}",
+            wanted.0, wanted.1
+        );
+    }
+    // The API promises 20,000 records in seconds; 3,000 must not take long even under load.
+    assert!(
+        took < Duration::from_secs(30),
+        "3,000 records took {took:?}"
     );
 }
 

@@ -1,5 +1,5 @@
-//! Topics, leadership and reading, all through the independent client (`KafkaTool`), plus
-//! running any Kafka tool main class.
+//! Topics, leadership, reading and producing, all through the independent client
+//! (`KafkaTool`), plus running any Kafka tool main class.
 //!
 //! These methods panic with the tool's error text: in a test, a failed admin call is a failed
 //! test. `try_*` variants return the error for tests that expect one.
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::cluster::KafkaCluster;
@@ -16,10 +17,77 @@ use super::process::{JvmKind, java_command};
 use super::tool::{ConsumedRecord, TopicDescription, decode_records};
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// For [`KafkaCluster::produce_records`]: 20,000 records took 1.8 s on two cores at load 5.7,
+/// and the tool's own producer timeouts (30 s metadata, 60 s delivery) answer before this.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One record for [`KafkaCluster::produce_records`], which sends it with Kafka's own producer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducedRecord {
+    /// `None`: the producer's default partitioner chooses, by key (a null key: sticky).
+    pub partition: Option<i32>,
+    /// `None`: a null key.
+    pub key: Option<String>,
+    /// Any bytes: sent as text when UTF-8, as base64 otherwise.
+    pub value: Vec<u8>,
+    /// In record order; duplicate names kept.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ProducedRecord {
+    /// A record without headers.
+    pub fn new(partition: Option<i32>, key: Option<&str>, value: impl Into<Vec<u8>>) -> Self {
+        ProducedRecord {
+            partition,
+            key: key.map(str::to_owned),
+            value: value.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A record whose value is `value` as compact JSON text.
+    pub fn json(partition: Option<i32>, key: Option<&str>, value: &Value) -> Self {
+        Self::new(partition, key, value.to_string())
+    }
+
+    /// Appends a header.
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The `produce-records` form: `value` when the bytes are UTF-8, `value_b64` otherwise;
+    /// headers as `[name, value]` pairs, which keep their order and duplicates (a JSON object
+    /// would keep neither: serde_json sorts its keys).
+    fn to_json(&self) -> Value {
+        let mut record = json!({ "key": self.key });
+        if let Some(partition) = self.partition {
+            record["partition"] = json!(partition);
+        }
+        match std::str::from_utf8(&self.value) {
+            Ok(text) => record["value"] = json!(text),
+            Err(_) => record["value_b64"] = json!(BASE64.encode(&self.value)),
+        }
+        if !self.headers.is_empty() {
+            record["headers"] = json!(self.headers);
+        }
+        record
+    }
+}
 
 impl KafkaCluster {
     async fn tool(&self, cmd: &str, args: Value) -> Result<Value, String> {
-        self.inner.tool.call(cmd, args, ADMIN_TIMEOUT).await
+        self.tool_within(cmd, args, ADMIN_TIMEOUT).await
+    }
+
+    async fn tool_within(
+        &self,
+        cmd: &str,
+        args: Value,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        self.inner.tool.call(cmd, args, timeout).await
     }
 
     async fn tool_or_panic(&self, cmd: &str, args: Value) -> Value {
@@ -228,6 +296,38 @@ impl KafkaCluster {
         serde_json::from_value(chosen).expect("producer-partitions answers a list of partitions")
     }
 
+    /// Sends `records` to `topic` with Kafka's own Java producer (acks=all, idempotent, send
+    /// order kept per partition), an independent producer for tests of routegate's consumer.
+    /// Waits for every acknowledgement and returns where each record landed, `(partition,
+    /// offset)` in the order of `records`. Panics with the tool's error if any record fails
+    /// (the ones before it may have been written). A missing topic is auto-created by the
+    /// broker (`auto.create.topics.enable`), with one partition.
+    pub async fn produce_records(
+        &self,
+        topic: &str,
+        records: &[ProducedRecord],
+    ) -> Vec<(i32, i64)> {
+        let sent: Vec<Value> = records.iter().map(ProducedRecord::to_json).collect();
+        let args = json!({ "name": topic, "records": sent });
+        let landed = self
+            .tool_within("produce-records", args, PRODUCE_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("producing {} records to {topic} failed: {e}", records.len())
+            });
+        let landed: Vec<Landed> = serde_json::from_value(landed)
+            .expect("produce-records answers a list of {partition, offset}");
+        assert_eq!(
+            landed.len(),
+            records.len(),
+            "produce-records answered for a different number of records"
+        );
+        landed
+            .into_iter()
+            .map(|l| (l.partition, l.offset))
+            .collect()
+    }
+
     /// Allows `principal` (e.g. `User:routegate`) the ACL `operations` (`WRITE`, `DESCRIBE`,
     /// `CREATE`, … as `kafka-acls --operation` names them) on `topic`, or on the cluster when
     /// `topic` is `None` (Admin `createAcls`). Needs a cluster started with
@@ -278,6 +378,13 @@ impl KafkaCluster {
             .await
             .unwrap_or_else(|e| panic!("waiting for {main_class}: {e}"))
     }
+}
+
+/// Where `produce-records` says one record landed.
+#[derive(Deserialize)]
+struct Landed {
+    partition: i32,
+    offset: i64,
 }
 
 fn leader_in(description: &TopicDescription, topic: &str, partition: i32) -> Option<i32> {

@@ -56,7 +56,9 @@
 //! routegate produces with rskafka, so the tests never read back with rskafka: the admin
 //! calls and [`KafkaCluster::read_topic`] go through `KafkaTool.java`, one long-lived JVM per
 //! cluster that uses Kafka's own `Admin`, `KafkaConsumer` and `KafkaProducer` (`tool.rs`,
-//! `admin.rs`). What a listener speaks is probed with a third client, framed by hand (`wire.rs`).
+//! `admin.rs`). The other way round, [`KafkaCluster::produce_records`] writes with Kafka's own
+//! producer, so routegate's consumer is tested against records rskafka did not write. What a
+//! listener speaks is probed with a third client, framed by hand (`wire.rs`).
 
 mod addresses;
 mod admin;
@@ -78,6 +80,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
     reason = "the harness's API: not every test module uses every item"
 )]
 pub use {
+    admin::ProducedRecord,
     cluster::KafkaCluster,
     config::{ClusterOptions, NodePorts, SASL_USER, SaslUser},
     process::{MARKER_PROPERTY, pid_alive},

@@ -1,5 +1,5 @@
-//! The client side of `KafkaTool serve`, the independent Kafka client (Kafka's own `Admin` and
-//! `KafkaConsumer`), and the types its answers decode into.
+//! The client side of `KafkaTool serve`, the independent Kafka client (Kafka's own `Admin`,
+//! `KafkaConsumer` and `KafkaProducer`), and the types its answers decode into.
 //!
 //! One tool JVM per cluster answers JSON-line requests, several at a time. A std thread (not a
 //! tokio task) reads its answers and hands each to the waiting caller through a oneshot

@@ -3,6 +3,7 @@ package routegate.harness;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Base64;
@@ -46,6 +47,7 @@ import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.ElectionNotNeededException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.internals.RecordHeader;
 import org.apache.kafka.common.resource.PatternType;
 import org.apache.kafka.common.resource.ResourcePattern;
 import org.apache.kafka.common.resource.ResourceType;
@@ -80,6 +82,7 @@ final class Commands {
             case "leader-epoch": return leaderEpoch(args);
             case "broker-config": return brokerConfig(args);
             case "producer-partitions": return producerPartitions(args);
+            case "produce-records": return produceRecords(args);
             case "add-acls": return acls(args, true);
             case "remove-acls": return acls(args, false);
             default: throw new IllegalArgumentException("unknown command " + cmd);
@@ -255,6 +258,147 @@ final class Commands {
             out.add(metadata.get(60, TimeUnit.SECONDS).partition());
         }
         return out;
+    }
+
+    /**
+     * Sends {@code records} to topic {@code name} with Kafka's own producer, in the given order,
+     * and answers where each landed, {@code [{"partition":p,"offset":o},...]} in input order.
+     *
+     * <p>Each record is {@code {"partition":int (absent or null: the producer's default
+     * partitioner, by key), "key":string or null, "value":string (UTF-8) or "value_b64":base64,
+     * "headers":{"name":"value",...} or [["name","value"],...]}}; header names and values are
+     * UTF-8, and the array form keeps order and duplicate names, which a JSON object cannot.
+     * Every record is parsed before the first is sent, so a malformed one sends nothing.
+     *
+     * <p>A fresh producer per call, so no state (an epoch bump, a fatal error) carries over from
+     * one call to the next: acks=all and idempotence, whose at most 5 in-flight requests per
+     * connection keep each partition in send order. All records are sent asynchronously, then
+     * every future is awaited; the first failure fails the call, naming the record. An explicit
+     * partition the topic does not have fails the call before anything is sent. acks=all
+     * needs the partition's ISR to reach min.insync.replicas (2 on clusters of 3+ nodes).
+     */
+    private JsonNode produceRecords(JsonNode args) throws Exception {
+        String topic = args.path("name").asText();
+        if (topic.isEmpty()) {
+            throw new IllegalArgumentException("produce-records needs a topic \"name\"");
+        }
+        JsonNode records = args.path("records");
+        if (!records.isArray()) {
+            throw new IllegalArgumentException("produce-records needs a \"records\" array");
+        }
+        List<ProducerRecord<byte[], byte[]>> toSend = new ArrayList<>(records.size());
+        for (int i = 0; i < records.size(); i++) {
+            try {
+                toSend.add(producerRecord(topic, records.get(i)));
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("produce-records: record " + i + ": " + e.getMessage(), e);
+            }
+        }
+        KafkaProducer<byte[], byte[]> ordered = new KafkaProducer<>(orderedProducerProps());
+        try {
+            // Metadata first: send() would otherwise wait max.block.ms for it per record when
+            // the topic is missing or a partition out of range.
+            int partitions = ordered.partitionsFor(topic).size();
+            for (int i = 0; i < toSend.size(); i++) {
+                Integer partition = toSend.get(i).partition();
+                if (partition != null && (partition < 0 || partition >= partitions)) {
+                    throw new IllegalArgumentException("produce-records: record " + i + ": partition "
+                            + partition + ", but " + topic + " has " + partitions + " partitions");
+                }
+            }
+            List<Future<RecordMetadata>> sent = new ArrayList<>(toSend.size());
+            for (ProducerRecord<byte[], byte[]> record : toSend) {
+                sent.add(ordered.send(record));
+            }
+            ArrayNode out = KafkaTool.array();
+            for (int i = 0; i < sent.size(); i++) {
+                RecordMetadata metadata;
+                try {
+                    metadata = sent.get(i).get();
+                } catch (ExecutionException e) {
+                    Throwable cause = e.getCause() == null ? e : e.getCause();
+                    throw new IllegalStateException("produce-records to " + topic + ": record " + i
+                            + " failed: " + cause.getClass().getName() + ": " + cause.getMessage(), cause);
+                }
+                ObjectNode landed = out.addObject();
+                landed.put("partition", metadata.partition());
+                landed.put("offset", metadata.offset());
+            }
+            return out;
+        } finally {
+            // Immediate after success (nothing pending); after a failure, gives up on the rest.
+            ordered.close(Duration.ofSeconds(5));
+        }
+    }
+
+    private static ProducerRecord<byte[], byte[]> producerRecord(String topic, JsonNode record) {
+        if (!record.isObject()) {
+            throw new IllegalArgumentException("not a JSON object: " + record);
+        }
+        Integer partition = null;
+        if (record.hasNonNull("partition")) {
+            if (!record.get("partition").canConvertToInt() || !record.get("partition").isIntegralNumber()) {
+                throw new IllegalArgumentException("\"partition\" is not an int: " + record.get("partition"));
+            }
+            partition = record.get("partition").asInt();
+        }
+        byte[] key = record.hasNonNull("key") ? utf8(record.get("key"), "key") : null;
+        byte[] value;
+        if (record.has("value") == record.has("value_b64")) {
+            throw new IllegalArgumentException("needs exactly one of \"value\" and \"value_b64\"");
+        } else if (record.has("value")) {
+            value = utf8(record.get("value"), "value");
+        } else {
+            JsonNode b64 = record.get("value_b64");
+            if (!b64.isTextual()) {
+                throw new IllegalArgumentException("\"value_b64\" is not a string: " + b64);
+            }
+            value = B64_DECODE.decode(b64.asText());
+        }
+        List<Header> headers = new ArrayList<>();
+        JsonNode given = record.path("headers");
+        if (given.isObject()) {
+            for (Map.Entry<String, JsonNode> header : given.properties()) {
+                headers.add(new RecordHeader(header.getKey(), utf8(header.getValue(), "header value")));
+            }
+        } else if (given.isArray()) {
+            for (JsonNode pair : given) {
+                if (!pair.isArray() || pair.size() != 2 || !pair.get(0).isTextual()) {
+                    throw new IllegalArgumentException("a header is not a [\"name\", \"value\"] pair: " + pair);
+                }
+                headers.add(new RecordHeader(pair.get(0).asText(), utf8(pair.get(1), "header value")));
+            }
+        } else if (!given.isMissingNode() && !given.isNull()) {
+            throw new IllegalArgumentException("\"headers\" is neither an object nor an array: " + given);
+        }
+        return new ProducerRecord<>(topic, partition, key, value, headers);
+    }
+
+    private static byte[] utf8(JsonNode text, String what) {
+        if (!text.isTextual()) {
+            throw new IllegalArgumentException(what + " is not a string: " + text);
+        }
+        return text.asText().getBytes(StandardCharsets.UTF_8);
+    }
+
+    /**
+     * The producer of {@code produce-records}: acks=all with idempotence (no duplicates from
+     * retries; at most 5 in-flight requests per connection keep the send order). Timeouts stay
+     * under the Rust side's 120 s, so a stuck send answers Kafka's error, not a bare timeout.
+     */
+    private Properties orderedProducerProps() {
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        props.put(ProducerConfig.ACKS_CONFIG, "all");
+        props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
+        props.put(ProducerConfig.MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, "5");
+        props.put(ProducerConfig.LINGER_MS_CONFIG, "5");
+        props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "30000");
+        props.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, "30000");
+        props.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "60000");
+        return props;
     }
 
     /**

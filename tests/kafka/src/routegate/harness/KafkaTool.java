@@ -18,8 +18,9 @@ import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 
 /**
- * The harness's independent Kafka client: Kafka's own {@code Admin} and {@code KafkaConsumer},
- * never rskafka, so routegate's Kafka code is never verified by the library it uses.
+ * The harness's independent Kafka client: Kafka's own {@code Admin}, {@code KafkaConsumer} and
+ * {@code KafkaProducer}, never rskafka, so routegate's Kafka code is never verified by the
+ * library it uses, and its consumer reads what Kafka's own producer wrote.
  *
  * <p>Usage: {@code KafkaTool serve <bootstrap>}. One JVM per test cluster takes one JSON request
  * per line on stdin, {@code {"id":1,"cmd":"describe-topic","args":{"name":"t"}}}, and answers one
