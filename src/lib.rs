@@ -26,12 +26,13 @@
 //!                  │     │       └─▶ optimize (pure)
 //!                  │     └─▶ delivery (read)
 //!                  ├──▶ publisher ─▶ queue, delivery (write)
+//!                  ├──▶ consume ─▶ publisher (RecordSource), store (apply_consumed)
 //!                  └──▶ config   (every module reads its own section)
 //! ```
 //!
 //! `http` and `publisher` never import each other; they meet through [`queue`] and [`delivery`].
 //! Each external crate sits behind one boundary: warp in [`http`], sled in [`queue`] and
-//! [`store`], rskafka in [`publisher::kafka`]; [`optimize`] and [`events`] do no I/O. `.ci/run`
+//! [`store`], rskafka in [`publisher::kafka`] and [`publisher::fetch`]; [`optimize`] and [`events`] do no I/O. `.ci/run`
 //! checks these boundaries.
 //!
 //! * [`app`] is the composition root; only it knows every module, and it owns the shutdown order.
@@ -40,6 +41,7 @@
 //! * [`datadir`] owns the runtime directory and its lock.
 //! * [`queue`] is the durable outbox and event log; [`events`] the event envelope.
 //! * [`publisher`] drains the outbox to Kafka; [`delivery`] is what it knows about Kafka.
+//! * [`consume`] applies other producers' Kafka records (`[[kafka.consume]]`) exactly once.
 //! * [`store`] keeps routes and vehicles, written atomically with their events through [`queue`].
 //! * [`optimize`] is the pure route solver.
 //! * [`http`] is the warp API, WebSocket hub and dashboard; [`http::error`] is where errors

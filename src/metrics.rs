@@ -329,18 +329,6 @@ pub fn ws_dropped(reason: &'static str) {
     counter!("routegate_ws_disconnects_total", "reason" => reason).increment(1);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resident_memory_is_read_from_the_vmrss_line() {
-        let status = "Name:\trouteg\nVmPeak:\t  9000 kB\nVmRSS:\t    4242 kB\nThreads:\t7\n";
-        assert_eq!(resident_kib(status), Some(4242));
-        assert_eq!(resident_kib("Name:\tx\n"), None);
-    }
-}
-
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     gauge!("routegate_consumer_lag_records", "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(lag.max(0) as f64);
@@ -350,5 +338,17 @@ pub fn consumer_records(topic: &str, outcome: &'static str, n: u64) {
     if n > 0 {
         counter!("routegate_consumer_records_total", "topic" => topic.to_string(), "outcome" => outcome)
             .increment(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_memory_is_read_from_the_vmrss_line() {
+        let status = "Name:\trouteg\nVmPeak:\t  9000 kB\nVmRSS:\t    4242 kB\nThreads:\t7\n";
+        assert_eq!(resident_kib(status), Some(4242));
+        assert_eq!(resident_kib("Name:\tx\n"), None);
     }
 }

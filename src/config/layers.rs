@@ -443,6 +443,10 @@ fn coerce(default: &Value, value: Value) -> Result<Value, String> {
         (Value::Array(_), Value::Array(items)) if items.iter().all(Value::is_str) => {
             Ok(Value::Array(items))
         }
+        // `[[kafka.consume]]` entries: their fields are checked when the settings are typed.
+        (Value::Array(_), Value::Array(items)) if items.iter().all(Value::is_table) => {
+            Ok(Value::Array(items))
+        }
         (d, v) if d.same_type(&v) && !d.is_array() => Ok(v),
         (d, v) => Err(format!("expected a {}, got {}", type_name(d), v.type_str())),
     }

@@ -6,7 +6,7 @@
 //! the stored position is still the one the batch was read from. So after `kill -9`, a power
 //! cut or a broker outage the consumer resumes at the stored position: a record is never
 //! applied twice and never skipped. A batch whose starting position no longer matches is
-//! refused with [`Applied::Moved`] and nothing is written.
+//! refused with [`ApplyError::Moved`] and nothing is written.
 //!
 //! # Trees
 //!

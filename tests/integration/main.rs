@@ -5,6 +5,7 @@ mod harness;
 
 mod acl;
 mod api;
+mod consume;
 mod crash;
 mod dashboard;
 mod delivery;
