@@ -47,9 +47,10 @@ impl Access {
         }
         let owned = DataDir::acquire(dir)?;
         let (path, storage) = (owned.db_path(), settings.storage.clone());
-        let outbox = tokio::task::spawn_blocking(move || Outbox::open(&path, &storage, &[]))
-            .await
-            .context("opening storage")??;
+        let outbox =
+            tokio::task::spawn_blocking(move || Outbox::open(&path, &storage, crate::store::TREES))
+                .await
+                .context("opening storage")??;
         Ok(Access::Local {
             outbox,
             _dir: owned,
@@ -148,6 +149,24 @@ impl Access {
             }
             Access::Remote { .. } => {
                 self.get(&format!("/admin/dead-letters?after={after}&limit={limit}"))
+                    .await
+            }
+        }
+    }
+
+    /// Records the consumers could not use, by topic, partition and offset.
+    pub async fn consumer_dead_letters(
+        &self,
+        limit: usize,
+    ) -> anyhow::Result<Vec<crate::store::consumed::ConsumerDeadLetter>> {
+        match self {
+            Access::Local { outbox, .. } => {
+                let o = outbox.clone();
+                let read = move || crate::store::consumed::dead_letters(&o, limit);
+                Ok(tokio::task::spawn_blocking(read).await??)
+            }
+            Access::Remote { .. } => {
+                self.get(&format!("/admin/consumer-dead-letters?limit={limit}"))
                     .await
             }
         }

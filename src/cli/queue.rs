@@ -40,6 +40,9 @@ pub enum DeadLetterCommand {
     List {
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The records the Kafka consumers could not use, instead of the outbox's dead letters.
+        #[arg(long)]
+        consumer: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -101,7 +104,30 @@ async fn dispatch(access: &Access, cmd: QueueCommand) -> anyhow::Result<()> {
 
 async fn dead_letters(access: &Access, cmd: DeadLetterCommand) -> anyhow::Result<()> {
     match cmd {
-        DeadLetterCommand::List { limit, json } => {
+        DeadLetterCommand::List {
+            limit,
+            consumer: true,
+            json,
+        } => {
+            let items = access.consumer_dead_letters(limit).await?;
+            if json.json {
+                return print_json(&items);
+            }
+            if items.is_empty() {
+                crate::cli_outln!("no consumer dead letters");
+            }
+            for d in &items {
+                crate::cli_outln!(
+                    "{}/{} offset {}  {}",
+                    d.topic.escape_debug(),
+                    d.partition,
+                    d.offset,
+                    d.reason.escape_debug()
+                );
+            }
+            Ok(())
+        }
+        DeadLetterCommand::List { limit, json, .. } => {
             let items = access.dead_letters(0, limit).await?;
             if json.json {
                 return print_json(&items);

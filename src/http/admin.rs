@@ -9,6 +9,7 @@
 //! | GET | `/admin/queue/pending?after=&limit=` | pending events, oldest first |
 //! | GET | `/admin/dead-letters?after=&limit=` | dead letters, oldest first |
 //! | GET | `/admin/dead-letters/{seq}` | one dead letter |
+//! | GET | `/admin/consumer-dead-letters?limit=` | records the consumers could not use |
 //! | POST | `/admin/dead-letters/{seq}/requeue` | the requeued event |
 //! | POST | `/admin/dead-letters/requeue-all` | `{requeued, failed}` |
 //! | DELETE | `/admin/dead-letters/{seq}` | 204 |
@@ -233,6 +234,22 @@ pub fn routes(
                 &items.iter().map(DeadLetterJson::from).collect::<Vec<_>>(),
             ))
         });
+    let consumer_dead = admin
+        .clone()
+        .and(warp::path!("consumer-dead-letters"))
+        .and(crate::http::openapi::read())
+        .and(warp::query::<Page>())
+        .and(with())
+        .and_then(|page: Page, o: Outbox| async move {
+            let (_, limit) = page.bounds();
+            let items = tokio::task::spawn_blocking(move || {
+                crate::store::consumed::dead_letters(&o, limit)
+            })
+            .await
+            .map_err(|e| ApiError::from(crate::store::Error::Task(e.to_string())))?
+            .map_err(ApiError::from)?;
+            Ok::<_, Rejection>(json(&items))
+        });
     let dead_one = admin
         .clone()
         .and(warp::path!("dead-letters" / u64))
@@ -289,6 +306,8 @@ pub fn routes(
         .or(pending)
         .unify()
         .or(dead_list)
+        .unify()
+        .or(consumer_dead)
         .unify()
         .or(dead_one)
         .unify()

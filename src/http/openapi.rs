@@ -40,6 +40,7 @@ pub const ENDPOINTS: &[&str] = &[
     "GET /admin/queue/pending",
     "GET /admin/dead-letters",
     "GET /admin/dead-letters/{seq}",
+    "GET /admin/consumer-dead-letters",
     "DELETE /admin/dead-letters/{seq}",
     "POST /admin/dead-letters/{seq}/requeue",
     "POST /admin/dead-letters/requeue-all",

@@ -129,6 +129,24 @@ fn decode_position(raw: &[u8], topic: &str, partition: i32) -> Result<i64> {
         })
 }
 
+/// The consumer dead letters kept in `outbox`, by topic, partition and offset, at most `limit`
+/// (none when it was opened without the store's trees). A blocking read.
+pub fn dead_letters(outbox: &queue::Outbox, limit: usize) -> Result<Vec<ConsumerDeadLetter>> {
+    let Some(tree) = outbox.domain_tree(CONSUMER_DEAD) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in tree.iter().take(limit) {
+        let (key, raw) = entry.map_err(queue::Error::from)?;
+        out.push(record::decode(&raw).map_err(|source| Error::Corrupt {
+            tree: CONSUMER_DEAD,
+            key: String::from_utf8_lossy(&key).into_owned(),
+            source,
+        })?);
+    }
+    Ok(out)
+}
+
 impl Store {
     /// The stored position of a partition: the offset of the next record to apply.
     pub async fn consumer_position(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
@@ -166,21 +184,10 @@ impl Store {
         .await
     }
 
-    /// The consumer dead letters, oldest partition and offset first, at most `limit`.
+    /// The consumer dead letters, by topic, partition and offset, at most `limit`.
     pub async fn consumer_dead_letters(&self, limit: usize) -> Result<Vec<ConsumerDeadLetter>> {
-        self.blocking(move |t| {
-            let mut out = Vec::new();
-            for entry in t.consumer_dead.iter().take(limit) {
-                let (key, raw) = entry.map_err(queue::Error::from)?;
-                out.push(record::decode(&raw).map_err(|source| Error::Corrupt {
-                    tree: CONSUMER_DEAD,
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    source,
-                })?);
-            }
-            Ok(out)
-        })
-        .await
+        let outbox = self.outbox.clone();
+        self.blocking(move |_| dead_letters(&outbox, limit)).await
     }
 
     /// Apply a batch and store the partition's new position in one transaction, if the stored

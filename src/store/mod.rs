@@ -222,7 +222,6 @@ struct Trees {
     by_status: sled::Tree,
     vehicles: sled::Tree,
     consumer_offsets: sled::Tree,
-    consumer_dead: sled::Tree,
 }
 
 impl Store {
@@ -247,7 +246,6 @@ impl Store {
             by_status: tree(BY_STATUS),
             vehicles: tree(VEHICLES),
             consumer_offsets: tree(consumed::CONSUMER_OFFSETS),
-            consumer_dead: tree(consumed::CONSUMER_DEAD),
         };
         Store {
             outbox,

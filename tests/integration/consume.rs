@@ -27,12 +27,26 @@ const WAIT: Duration = Duration::from_secs(180);
 /// A configuration file consuming `forward` with the forward handler and `positions` with the
 /// positions handler. Small fetches make a 20,000-record stream take long enough to be cut.
 fn write_config(dir: &Path, bootstrap: &str, forward: &str, positions: &str) -> String {
+    write_config_fetching(dir, bootstrap, forward, positions, 16384)
+}
+
+/// [`write_config`] with fetches of at most `fetch_bytes`.
+fn write_config_fetching(
+    dir: &Path,
+    bootstrap: &str,
+    forward: &str,
+    positions: &str,
+    fetch_bytes: u32,
+) -> String {
     let path = dir.join("routegate.toml");
     let text = format!(
         r#"[kafka]
 brokers = ["{bootstrap}"]
 event_source = "{OWN_SOURCE}"
-fetch_max_bytes = 16384
+fetch_max_bytes = {fetch_bytes}
+request_timeout_ms = 3000
+backoff_max_ms = 1000
+breaker_cooldown_ms = 1000
 
 [[kafka.consume]]
 topic = "{forward}"
@@ -126,6 +140,51 @@ fn stream(topic_records: usize) -> Vec<ProducedRecord> {
         .collect()
 }
 
+/// A `since=0` replay holds every produced record of `forward` (but the gateway's own) exactly
+/// once, as a `kafka.record` event keyed by its vehicle, and each vehicle's records in order.
+async fn assert_logged_once_in_order(gw: &ChildGateway, forward: &str) {
+    let mut replay = connect(gw, "?since=0").await;
+    let expected = RECORDS - RECORDS / OWN_EVERY;
+    let mut at = BTreeSet::new();
+    let mut per_vehicle: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    while at.len() < expected {
+        let e = next_of(&mut replay, "kafka.record", Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("only {} of {expected} records were logged", at.len()));
+        let d = &e["data"];
+        let place = (
+            d["partition"].as_i64().unwrap(),
+            d["offset"].as_i64().unwrap(),
+        );
+        assert!(at.insert(place), "record {place:?} applied twice");
+        assert_eq!(d["topic"], forward);
+        assert_eq!(e["vehicleId"], d["key"], "the key names the vehicle");
+        let n = d["value"]["n"].as_u64().unwrap();
+        assert_ne!(
+            n as usize % OWN_EVERY,
+            OWN_EVERY - 1,
+            "own record {n} was applied"
+        );
+        per_vehicle
+            .entry(d["key"].as_str().unwrap().to_string())
+            .or_default()
+            .push(n);
+    }
+    assert!(
+        next_of(&mut replay, "kafka.record", Duration::from_secs(1))
+            .await
+            .is_none(),
+        "more records than were produced"
+    );
+    assert_eq!(per_vehicle.len(), VEHICLES);
+    for (vehicle, ns) in &per_vehicle {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "{vehicle} out of order: {ns:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_another_producer_are_applied_once_in_order_per_key_across_a_kill_minus_nine() {
     let cluster = kafka::shared().await;
@@ -162,46 +221,7 @@ async fn records_of_another_producer_are_applied_once_in_order_per_key_across_a_
 
     let gw = spawn(data.path(), &config).await;
     wait_caught_up(&gw, &forward, 3, RECORDS as i64).await;
-    let mut replay = connect(&gw, "?since=0").await;
-    let expected = RECORDS - RECORDS / OWN_EVERY;
-    let mut at = BTreeSet::new();
-    let mut per_vehicle: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    while at.len() < expected {
-        let e = next_of(&mut replay, "kafka.record", Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|| panic!("only {} of {expected} records were logged", at.len()));
-        let d = &e["data"];
-        let place = (
-            d["partition"].as_i64().unwrap(),
-            d["offset"].as_i64().unwrap(),
-        );
-        assert!(at.insert(place), "record {place:?} applied twice");
-        assert_eq!(d["topic"], forward.as_str());
-        assert_eq!(e["vehicleId"], d["key"], "the key names the vehicle");
-        let n = d["value"]["n"].as_u64().unwrap();
-        assert_ne!(
-            n as usize % OWN_EVERY,
-            OWN_EVERY - 1,
-            "own record {n} was applied"
-        );
-        per_vehicle
-            .entry(d["key"].as_str().unwrap().to_string())
-            .or_default()
-            .push(n);
-    }
-    assert!(
-        next_of(&mut replay, "kafka.record", Duration::from_secs(1))
-            .await
-            .is_none(),
-        "more records than were produced"
-    );
-    assert_eq!(per_vehicle.len(), VEHICLES);
-    for (vehicle, ns) in &per_vehicle {
-        assert!(
-            ns.windows(2).all(|w| w[0] < w[1]),
-            "{vehicle} out of order: {ns:?}"
-        );
-    }
+    assert_logged_once_in_order(&gw, &forward).await;
 
     // GPS fixes move the vehicle like the HTTP API, are never produced back, and a malformed
     // record is dead-lettered while the rest flows.
@@ -261,4 +281,90 @@ async fn records_of_another_producer_are_applied_once_in_order_per_key_across_a_
         health["queueDepth"], 0,
         "consumed records are not produced back"
     );
+
+    // The operator lists the dead letter through the running gateway, then from the directory.
+    let listed = consumer_dead_letters(data.path(), &config);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let place = (listed[0]["topic"].as_str(), listed[0]["offset"].as_i64());
+    assert_eq!(place, (Some(positions.as_str()), Some(4)));
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a GPS fix"),
+        "{listed:?}"
+    );
+    assert_eq!(listed[0]["value"], "{not a fix");
+    let mut gw = gw;
+    assert!(gw.terminate().await.success());
+    assert_eq!(consumer_dead_letters(data.path(), &config), listed);
+}
+
+/// `routegate queue dead-letters list --consumer --json` on `data`.
+fn consumer_dead_letters(data: &Path, config: &str) -> Vec<Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_routegate"))
+        .args([
+            "queue",
+            "dead-letters",
+            "list",
+            "--consumer",
+            "--json",
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("ROUTEGATE_CONFIG", config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run routegate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON list")
+}
+
+/// The broker goes away mid-stream and comes back: consumers report that they retry, then
+/// finish where they stopped; the outcome is the same as without the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_mid_stream_changes_nothing_in_the_outcome() {
+    let cluster = kafka::KafkaCluster::single().await;
+    let (forward, positions) = (kafka::unique_topic("outage"), kafka::unique_topic("fixes"));
+    cluster.create_topic(&forward, 3, 1).await;
+    cluster.create_topic(&positions, 1, 1).await;
+    let files = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // The smallest fetches: the stream must last long enough for the broker to stop under it.
+    let bootstrap = cluster.bootstrap();
+    let config = write_config_fetching(files.path(), &bootstrap, &forward, &positions, 1024);
+    let gw = spawn(data.path(), &config).await;
+    let mut live = connect(&gw, "").await;
+    cluster.produce_records(&forward, &stream(RECORDS)).await;
+    for _ in 0..100 {
+        next_of(&mut live, "kafka.record", WAIT)
+            .await
+            .expect("forwarded records reach a live client");
+    }
+    cluster.stop(1).await;
+    let started = Instant::now();
+    let retrying = loop {
+        let c = consumers(&gw, &forward).await;
+        if let Some(p) = c.iter().find(|p| p["state"] == "retrying") {
+            break p.clone();
+        }
+        let next: i64 = c.iter().filter_map(|p| p["nextOffset"].as_i64()).sum();
+        assert!(
+            (next as usize) < RECORDS,
+            "the outage must come mid-stream, but all records were applied"
+        );
+        assert!(
+            started.elapsed() < WAIT,
+            "no consumer noticed the outage: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(retrying["lastError"].is_string(), "{retrying}");
+    cluster.start_node(1).await;
+    wait_caught_up(&gw, &forward, 3, RECORDS as i64).await;
+    assert_logged_once_in_order(&gw, &forward).await;
 }
