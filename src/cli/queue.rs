@@ -247,6 +247,14 @@ fn print_stats(source: &str, s: &QueueStats) {
     );
     crate::cli_outln!("last sequence    {}", s.last_seq);
     crate::cli_outln!("disk usage       {}", mib(s.disk_bytes));
+    for c in &s.consumers {
+        crate::cli_outln!(
+            "consumed         {}/{} up to offset {}",
+            c.topic.escape_debug(),
+            c.partition,
+            c.next_offset
+        );
+    }
     match &s.delivery {
         Some(d) => {
             crate::cli_outln!("circuit          {:?}", d.circuit);

@@ -43,6 +43,9 @@ pub struct QueueStats {
     pub disk_bytes: u64,
     /// `None` when read from disk with no gateway running.
     pub delivery: Option<Snapshot>,
+    /// Where each consumed partition stands (`[[kafka.consume]]`).
+    #[serde(default)]
+    pub consumers: Vec<crate::store::consumed::StoredPosition>,
 }
 
 impl QueueStats {
@@ -60,6 +63,10 @@ impl QueueStats {
             last_seq: s.durable_seq,
             disk_bytes: outbox.disk_bytes(),
             delivery,
+            consumers: crate::store::consumed::positions(outbox).unwrap_or_else(|e| {
+                tracing::warn!(cause = %e, "cannot read the consumers' positions");
+                Vec::new()
+            }),
         }
     }
 }

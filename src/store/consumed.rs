@@ -147,6 +147,43 @@ pub fn dead_letters(outbox: &queue::Outbox, limit: usize) -> Result<Vec<Consumer
     Ok(out)
 }
 
+/// A consumed partition's stored position, for `routegate queue stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredPosition {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset of the next record to apply.
+    pub next_offset: i64,
+}
+
+/// Every stored position in `outbox` (none when it was opened without the store's trees). A
+/// blocking read.
+pub fn positions(outbox: &queue::Outbox) -> Result<Vec<StoredPosition>> {
+    let Some(tree) = outbox.domain_tree(CONSUMER_OFFSETS) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in tree.iter() {
+        let (key, raw) = entry.map_err(queue::Error::from)?;
+        let Some(split) = key.iter().position(|b| *b == 0) else {
+            continue;
+        };
+        let topic = String::from_utf8_lossy(&key[..split]).into_owned();
+        let Ok(p) = <[u8; 4]>::try_from(&key[split + 1..]) else {
+            continue;
+        };
+        let partition = i32::from_be_bytes(p);
+        let next_offset = decode_position(&raw, &topic, partition)?;
+        out.push(StoredPosition {
+            topic,
+            partition,
+            next_offset,
+        });
+    }
+    Ok(out)
+}
+
 impl Store {
     /// The stored position of a partition: the offset of the next record to apply.
     pub async fn consumer_position(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
@@ -159,29 +196,10 @@ impl Store {
         .await
     }
 
-    /// Every stored position as (topic, partition, next offset).
-    pub async fn consumer_positions(&self) -> Result<Vec<(String, i32, i64)>> {
-        self.blocking(|t| {
-            let mut out = Vec::new();
-            for entry in t.consumer_offsets.iter() {
-                let (key, raw) = entry.map_err(queue::Error::from)?;
-                let Some(split) = key.iter().position(|b| *b == 0) else {
-                    continue;
-                };
-                let topic = String::from_utf8_lossy(&key[..split]).into_owned();
-                let Ok(p) = <[u8; 4]>::try_from(&key[split + 1..]) else {
-                    continue;
-                };
-                let partition = i32::from_be_bytes(p);
-                out.push((
-                    topic.clone(),
-                    partition,
-                    decode_position(&raw, &topic, partition)?,
-                ));
-            }
-            Ok(out)
-        })
-        .await
+    /// Every stored position.
+    pub async fn consumer_positions(&self) -> Result<Vec<StoredPosition>> {
+        let outbox = self.outbox.clone();
+        self.blocking(move |_| positions(&outbox)).await
     }
 
     /// The consumer dead letters, by topic, partition and offset, at most `limit`.
@@ -409,10 +427,12 @@ mod tests {
             store.consumer_position("telematics", 2).await.unwrap(),
             Some(14)
         );
-        assert_eq!(
-            store.consumer_positions().await.unwrap(),
-            [("telematics".to_string(), 2, 14)]
-        );
+        let stored = StoredPosition {
+            topic: "telematics".into(),
+            partition: 2,
+            next_offset: 14,
+        };
+        assert_eq!(store.consumer_positions().await.unwrap(), [stored]);
         let dead = store.consumer_dead_letters(10).await.unwrap();
         assert_eq!((dead.len(), dead[0].offset), (1, 11));
         assert_eq!(dead[0].reason, "not a GPS fix");

@@ -298,6 +298,21 @@ async fn records_of_another_producer_are_applied_once_in_order_per_key_across_a_
     let mut gw = gw;
     assert!(gw.terminate().await.success());
     assert_eq!(consumer_dead_letters(data.path(), &config), listed);
+    let stats = std::process::Command::new(env!("CARGO_BIN_EXE_routegate"))
+        .args(["queue", "stats", "--json", "--data-dir"])
+        .arg(data.path())
+        .env("ROUTEGATE_CONFIG", &config)
+        .output()
+        .expect("run routegate");
+    let stats: Value = serde_json::from_slice(&stats.stdout).expect("JSON stats");
+    let stored: i64 = stats["consumers"]
+        .as_array()
+        .expect("consumers in the stats")
+        .iter()
+        .filter(|c| c["topic"] == forward.as_str())
+        .map(|c| c["nextOffset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(stored, RECORDS as i64, "{stats}");
 }
 
 /// `routegate queue dead-letters list --consumer --json` on `data`.

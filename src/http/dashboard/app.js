@@ -342,6 +342,12 @@
       case 'vehicle.position':
         onPosition(msg, data);
         break;
+      case 'kafka.record': {
+        // A record another system published, forwarded by a [[kafka.consume]] entry.
+        const who = msg.vehicleId || data.key;
+        activity(`Kafka ${data.topic} ${data.partition}/${data.offset}${who ? ` for vehicle ${who}` : ''}`, msg.time);
+        break;
+      }
       case 'kafka.status':
         applyConnectivity(data);
         activity(`Kafka ${data.reachable ? 'reachable' : 'unreachable'}, circuit ${label(data.circuit)}`, msg.time);
