@@ -219,7 +219,8 @@ pub struct KafkaConfig {
     pub topics: TopicsConfig,
     pub tls: TlsConfig,
     pub sasl: SaslConfig,
-    /// Longest a consumer's fetch waits at the broker for records (below `request_timeout_ms`).
+    /// Longest a consumer's fetch waits at the broker for records; the fetch's deadline is
+    /// `request_timeout_ms` plus this.
     pub fetch_max_wait_ms: u64,
     /// Most bytes one fetch of one partition returns.
     pub fetch_max_bytes: u32,
