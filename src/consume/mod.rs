@@ -30,6 +30,8 @@
 //! restart.
 
 pub mod handlers;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
