@@ -22,10 +22,15 @@
 #[allow(dead_code, unsafe_code)]
 mod kafka;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "bench_support/mod.rs"]
+#[allow(dead_code)]
+mod bench_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench_support::{Gateway, Rss, end_offsets, fs_size, gateway_binary};
 use rand::{Rng, SeedableRng};
 use routegate::config::{Durability, Settings, StorageConfig};
 use routegate::events::NewEvent;
@@ -48,22 +53,6 @@ fn gateway_sets() -> Vec<String> {
         .filter(|w| w[0] == "--gateway-set")
         .map(|w| w[1].clone())
         .collect()
-}
-
-/// The release gateway binary next to this example (`target/release/routegate`).
-fn gateway_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/examples")
-        .join("routegate");
-    assert!(
-        bin.exists(),
-        "{} not found: run `cargo build --release` first",
-        bin.display()
-    );
-    bin
 }
 
 async fn write_backlog(dir: &Path, topic: &str, events: usize) -> Duration {
@@ -105,51 +94,6 @@ async fn write_backlog(dir: &Path, topic: &str, events: usize) -> Duration {
     }
     outbox.shutdown().await;
     started.elapsed()
-}
-
-/// Resident memory of `pid` in KiB: total, anonymous (heap, stacks) and file-backed.
-#[derive(Debug, Default, Clone, Copy)]
-struct Rss {
-    total: u64,
-    anon: u64,
-    file: u64,
-}
-
-impl Rss {
-    fn of(pid: u32) -> Rss {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        Rss {
-            total: field("VmRSS:"),
-            anon: field("RssAnon:"),
-            file: field("RssFile:"),
-        }
-    }
-
-    /// The sample with the larger total; its parts are kept together.
-    fn peak(self, other: Rss) -> Rss {
-        if other.total > self.total {
-            other
-        } else {
-            self
-        }
-    }
-}
-
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn start_gateway(
@@ -199,20 +143,6 @@ async fn queue_depth(client: &reqwest::Client, base: &str) -> Option<u64> {
     v["queueDepth"].as_u64()
 }
 
-async fn end_offsets(cluster: &kafka::KafkaCluster, topic: &str) -> u64 {
-    let bootstrap = cluster.bootstrap();
-    let out = cluster
-        .run_tool(
-            "org.apache.kafka.tools.GetOffsetShell",
-            &["--bootstrap-server", &bootstrap, "--topic", topic],
-        )
-        .await;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.rsplit(':').next()?.trim().parse::<u64>().ok())
-        .sum()
-}
-
 /// `ProducerPerformance`'s summary line → records/s.
 fn perf_rate(stdout: &str) -> Option<f64> {
     let line = stdout.lines().rev().find(|l| l.contains("records sent"))?;
@@ -222,6 +152,14 @@ fn perf_rate(stdout: &str) -> Option<f64> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "usage: outbox_drain [--events N] [--compression none|lz4|…] [--gateway-set KEY=VALUE]...\n\n\
+             Drains an N-event backlog (default 1000000) from the release gateway into a Kafka broker\n\
+             started for the run, beside Kafka's ProducerPerformance. Needs `cargo build --release`."
+        );
+        return;
+    }
     let events: usize = arg("--events")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
@@ -337,19 +275,4 @@ async fn main() {
         at_ready.anon as f64 / 1024.0
     );
     println!("| records in Kafka (end offsets) | {delivered} (of {events}) |");
-}
-
-fn fs_size(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => fs_size(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
