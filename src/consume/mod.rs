@@ -284,7 +284,7 @@ impl<S: RecordSource> Consumer<S> {
     /// One fetch and its application. `stored` caches the stored position (`None`: read it).
     async fn step(&self, p: i32, stored: &mut Option<Option<i64>>) -> Result<(), StepError> {
         let topic = self.topic();
-        let from = match *stored {
+        let cached = match *stored {
             Some(s) => s,
             None => {
                 let s = self.store.consumer_position(topic, p).await?;
@@ -292,34 +292,39 @@ impl<S: RecordSource> Consumer<S> {
                 s
             }
         };
-        let mut read_at = match from {
+        let from = match cached {
             Some(o) => o,
             None => {
                 let (earliest, latest) = self.source.bounds(topic, p).await?;
-                match self.handler.config.start {
+                let start = match self.handler.config.start {
                     ConsumeStart::Earliest => earliest,
                     ConsumeStart::Latest => latest,
-                }
+                };
+                // Stored before reading, so `latest` means the end when the consumer first
+                // started, not wherever the partition has got to at the first record.
+                self.jump(p, None, start, stored).await?;
+                start
             }
         };
-        let fetched = match self.source.fetch(topic, p, read_at).await {
+        let fetched = match self.source.fetch(topic, p, from).await {
             Err(SourceError::OutOfRange) => {
                 let (earliest, latest) = self.source.bounds(topic, p).await?;
-                let restart = if read_at < earliest { earliest } else { latest };
+                let restart = if from < earliest { earliest } else { latest };
                 tracing::warn!(
                     topic,
                     partition = p,
-                    position = read_at,
+                    position = from,
                     restart,
                     "the stored position is outside what the partition holds (retention?): \
                      going on from its earliest record"
                 );
-                metrics::consumer_records(topic, "skipped", (restart - read_at).unsigned_abs());
-                read_at = restart;
-                self.source.fetch(topic, p, read_at).await?
+                self.jump(p, Some(from), restart, stored).await?;
+                metrics::consumer_records(topic, "skipped", (restart - from).unsigned_abs());
+                return Ok(());
             }
             other => other?,
         };
+        let from = Some(from);
         let hw = fetched.high_watermark;
         let Some(last) = fetched.records.last().map(|r| r.offset) else {
             self.observed(p, from, hw, Default::default());
@@ -340,6 +345,29 @@ impl<S: RecordSource> Consumer<S> {
         let applied = self.store.apply_consumed(batch).await?;
         *stored = Some(Some(last + 1));
         self.observed(p, Some(last + 1), hw, applied);
+        Ok(())
+    }
+
+    /// Store `to` as the partition's position without applying anything: the first position
+    /// (`from` = `None`) or a restart after retention.
+    async fn jump(
+        &self,
+        p: i32,
+        from: Option<i64>,
+        to: i64,
+        stored: &mut Option<Option<i64>>,
+    ) -> Result<(), StepError> {
+        let batch = ConsumedBatch {
+            topic: self.topic().to_string(),
+            partition: p,
+            from,
+            next: to,
+            effects: Vec::new(),
+        };
+        self.store.apply_consumed(batch).await?;
+        *stored = Some(Some(to));
+        self.status
+            .with(self.topic(), p, |s| s.next_offset = Some(to));
         Ok(())
     }
 

@@ -352,25 +352,8 @@ impl ApplyJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
     use crate::queue::{Outbox, Replay};
-    use crate::store::{RecordLimit, TREES, Topics};
-
-    fn store(dir: &std::path::Path) -> (Store, Outbox) {
-        let cfg = crate::config::StorageConfig {
-            data_dir: dir.to_path_buf(),
-            ..Settings::default().storage
-        };
-        let outbox = Outbox::open(dir, &cfg, TREES).unwrap();
-        let topics = Topics {
-            route_optimized: "opt".into(),
-            route_updated: "upd".into(),
-            vehicle_position: "pos".into(),
-        };
-        let limit = RecordLimit::from(&Settings::default().kafka);
-        let store = Store::new(outbox.clone(), topics, Default::default(), limit);
-        (store, outbox)
-    }
+    use crate::store::testdata::fixture;
 
     fn fix(minute: u32) -> Effect {
         let timestamp = format!("2026-12-03T10:{minute:02}:00Z");
@@ -412,8 +395,8 @@ mod tests {
     /// (a consumer that crashed before it learnt of the commit) changes nothing.
     #[tokio::test]
     async fn a_batch_applies_once_with_its_position_and_a_replay_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, outbox) = store(dir.path());
+        let f = fixture();
+        let (store, outbox) = (f.store.clone(), f.outbox.clone());
         let applied = store.apply_consumed(batch(None)).await.unwrap();
         assert_eq!(
             applied,

@@ -1,9 +1,59 @@
-//! Records for the store's unit tests.
+//! A store over a temporary outbox, and records, for unit tests of the store and its callers.
 
 use chrono::{DateTime, Duration, FixedOffset, Utc};
 
 use super::record::{Route, RouteStatus, RouteStop, StopStatus};
-use crate::optimize::{LineString, OptimizationInfo, OptimizeFor, OptimizedStop};
+use super::{RecordLimit, Store, TREES, Topics};
+use crate::config::{Settings, StorageConfig};
+use crate::optimize::{self, LineString, OptimizationInfo, OptimizeFor, OptimizedStop};
+use crate::queue::Outbox;
+
+/// A store, its outbox, and the directory they live in (removed on drop).
+pub struct Fixture {
+    pub store: Store,
+    pub outbox: Outbox,
+    _dir: tempfile::TempDir,
+}
+
+pub fn topics() -> Topics {
+    Topics {
+        route_optimized: "opt".into(),
+        route_updated: "upd".into(),
+        vehicle_position: "pos".into(),
+    }
+}
+
+pub fn limit(max_bytes: u64) -> RecordLimit {
+    RecordLimit {
+        max_bytes,
+        ..RecordLimit::from(&Settings::default().kafka)
+    }
+}
+
+pub fn fixture_with(adjust: impl FnOnce(&mut StorageConfig)) -> Fixture {
+    fixture_limited(adjust, Settings::default().kafka.max_record_bytes)
+}
+
+pub fn fixture_limited(adjust: impl FnOnce(&mut StorageConfig), max_record_bytes: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StorageConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Settings::default().storage
+    };
+    adjust(&mut cfg);
+    let outbox = Outbox::open(dir.path(), &cfg, TREES).unwrap();
+    let params = optimize::Params::default();
+    let store = Store::new(outbox.clone(), topics(), params, limit(max_record_bytes));
+    Fixture {
+        store,
+        outbox,
+        _dir: dir,
+    }
+}
+
+pub fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
 
 /// A planned route visiting `ids` in order, ten minutes apart.
 pub fn route_with_stops(ids: &[&str]) -> Route {

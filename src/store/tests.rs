@@ -7,55 +7,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::*;
-use crate::config::{Settings, StorageConfig};
 use crate::optimize::{Problem, Stop};
-use crate::queue::Outbox;
-
-struct Fixture {
-    store: Store,
-    outbox: Outbox,
-    _dir: tempfile::TempDir,
-}
-
-fn topics() -> Topics {
-    Topics {
-        route_optimized: "opt".into(),
-        route_updated: "upd".into(),
-        vehicle_position: "pos".into(),
-    }
-}
-
-fn limit(max_bytes: u64) -> RecordLimit {
-    RecordLimit {
-        max_bytes,
-        ..RecordLimit::from(&Settings::default().kafka)
-    }
-}
-
-fn fixture_with(adjust: impl FnOnce(&mut StorageConfig)) -> Fixture {
-    fixture_limited(adjust, Settings::default().kafka.max_record_bytes)
-}
-
-fn fixture_limited(adjust: impl FnOnce(&mut StorageConfig), max_record_bytes: u64) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = StorageConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Settings::default().storage
-    };
-    adjust(&mut cfg);
-    let outbox = Outbox::open(dir.path(), &cfg, TREES).unwrap();
-    let params = optimize::Params::default();
-    let store = Store::new(outbox.clone(), topics(), params, limit(max_record_bytes));
-    Fixture {
-        store,
-        outbox,
-        _dir: dir,
-    }
-}
-
-fn fixture() -> Fixture {
-    fixture_with(|_| {})
-}
+use testdata::{fixture, fixture_limited, fixture_with, limit, topics};
 
 fn problem(n: usize) -> Problem {
     let stops = (0..n)
