@@ -86,7 +86,7 @@ impl App {
             tokio::task::spawn_blocking(move || Outbox::open(&db_path, &storage, store::TREES))
                 .await
                 .expect("opening storage does not panic")?;
-        let sink = Arc::new(KafkaSink::new(&settings.kafka)?);
+        let sink = Arc::new(KafkaSink::new(&settings.kafka)?.with_depot(&settings.depot.id));
         http::check_cors(&settings.http.cors_origins)?;
         crate::roads::check_extract(&settings.routing.osm_file)?;
         let bind_err = |source| AppError::Bind {
@@ -174,7 +174,7 @@ impl App {
             outbox.clone(),
             topics(&settings.kafka.topics),
             params,
-            store::RecordLimit::from(&settings.kafka),
+            store::RecordLimit::from(&settings.kafka).with_depot(&settings.depot.id),
         )
         .with_solver_queue(settings.optimize.max_queued_solves as usize);
         if let Some(roads) = &roads {
@@ -184,6 +184,7 @@ impl App {
         let (consumers, consumer_tasks) = crate::consume::start(
             &settings.kafka.consume,
             &settings.kafka.event_source,
+            &settings.depot.id,
             crate::consume::Discipline::from(&settings.kafka),
             Arc::new(publisher::fetch::KafkaSource::new(&settings.kafka)?),
             store.clone(),

@@ -56,30 +56,46 @@ impl NewEvent {
         }
     }
 
-    /// Bytes of the Kafka record this event becomes (see [`record_size`]); `source` is
-    /// `kafka.event_source`.
-    pub fn record_size(&self, source: &str) -> usize {
+    /// Bytes of the Kafka record this event becomes (see [`record_size`]).
+    pub fn record_size(&self, origin: &Origin) -> usize {
         let headers = record_headers(
             self.id,
             &self.kind,
             self.route_id.as_deref(),
             self.created_at_us,
-            source,
+            origin,
         );
         record_size(&self.key, &self.payload, &headers)
     }
 }
 
+/// Who stamps the records: `kafka.event_source` (the `ce_source` header) and `depot.id` (the
+/// `ce_depotid` extension header, when set).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub source: String,
+    pub depot: String,
+}
+
+impl Origin {
+    pub fn new(source: &str, depot: &str) -> Origin {
+        Origin {
+            source: source.to_string(),
+            depot: depot.to_string(),
+        }
+    }
+}
+
 /// The headers of an event's Kafka record: the CloudEvents Kafka protocol binding in binary
 /// mode (`ce_specversion`, `ce_id`, `ce_type`, `ce_source`, `ce_time`, `ce_subject` when the
-/// event belongs to a route, `content-type`). One definition for the sink that writes them and
+/// event belongs to a route, `ce_depotid` when `depot.id` is set, `content-type`). One definition for the sink that writes them and
 /// for the store that checks, before acknowledging, that the record will fit.
 pub fn record_headers(
     id: Uuid,
     kind: &str,
     route_id: Option<&str>,
     created_at_us: i64,
-    source: &str,
+    origin: &Origin,
 ) -> Vec<(&'static str, String)> {
     let time = Utc
         .timestamp_micros(created_at_us)
@@ -90,11 +106,14 @@ pub fn record_headers(
         ("ce_specversion", "1.0".to_string()),
         ("ce_id", id.to_string()),
         ("ce_type", kind.to_string()),
-        ("ce_source", source.to_string()),
+        ("ce_source", origin.source.clone()),
         ("ce_time", time),
     ];
     if let Some(route) = route_id {
         h.push(("ce_subject", route.to_string()));
+    }
+    if !origin.depot.is_empty() {
+        h.push(("ce_depotid", origin.depot.clone()));
     }
     h.push(("content-type", "application/json".to_string()));
     h
@@ -191,24 +210,24 @@ impl Envelope {
     }
 
     /// The headers of this event's Kafka record ([`record_headers`]).
-    pub fn record_headers(&self, source: &str) -> Vec<(&'static str, String)> {
+    pub fn record_headers(&self, origin: &Origin) -> Vec<(&'static str, String)> {
         record_headers(
             self.id,
             &self.kind,
             self.route_id.as_deref(),
             self.created_at_us,
-            source,
+            origin,
         )
     }
 
     /// Bytes of this event's Kafka record ([`record_size`]).
-    pub fn record_size(&self, source: &str) -> usize {
-        record_size(&self.key, &self.payload, &self.record_headers(source))
+    pub fn record_size(&self, origin: &Origin) -> usize {
+        record_size(&self.key, &self.payload, &self.record_headers(origin))
     }
 
     /// Most bytes this event's record occupies inside a record batch ([`record_wire_size`]).
-    pub fn wire_size(&self, source: &str) -> usize {
-        record_wire_size(&self.key, &self.payload, &self.record_headers(source))
+    pub fn wire_size(&self, origin: &Origin) -> usize {
+        record_wire_size(&self.key, &self.payload, &self.record_headers(origin))
     }
 
     /// Bytes this event occupies in the queue quota.
@@ -281,11 +300,12 @@ mod tests {
     fn an_event_has_the_same_record_size_before_and_after_it_is_sequenced() {
         for route in [Some("r-1"), None] {
             let e = NewEvent::now(ROUTE_UPDATED, "t", "veh-1", route, &serde_json::json!({}));
-            let size = e.record_size("urn:x");
+            let origin = Origin::new("urn:x", "depot-9");
+            let size = e.record_size(&origin);
             let env = Envelope::sequenced(7, e);
-            assert_eq!(env.record_size("urn:x"), size);
+            assert_eq!(env.record_size(&origin), size);
             let headers: usize = env
-                .record_headers("urn:x")
+                .record_headers(&origin)
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum();

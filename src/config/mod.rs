@@ -107,6 +107,16 @@ pub struct Settings {
     pub routing: RoutingConfig,
     pub websocket: WebSocketConfig,
     pub log: LogConfig,
+    pub depot: DepotConfig,
+}
+
+/// The depot this gateway serves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DepotConfig {
+    /// The depot's id: sent as the `ce_depotid` header of every record routegate produces, and
+    /// what a `routes` consumer takes routes planned elsewhere for. Empty: none.
+    pub id: String,
 }
 
 /// The HTTP server.
@@ -262,6 +272,9 @@ pub enum ConsumeHandler {
     Forward,
     /// Each record is a GPS fix that moves its vehicle like `POST …/positions` does.
     Positions,
+    /// Each record is a `route.optimized` / `route.updated` event planned elsewhere for this
+    /// depot (its `ce_depotid` header is `depot.id`, or its vehicle is in `vehicles`).
+    Routes,
 }
 
 /// A partition's first offset when none is stored.
@@ -466,6 +479,7 @@ impl Default for Settings {
                 format: LogFormat::Text,
                 filter: "info,warp=warn,hyper=warn,rskafka=error".into(),
             },
+            depot: DepotConfig::default(),
         }
     }
 }

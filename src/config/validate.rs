@@ -204,6 +204,14 @@ impl Settings {
                 "kafka.consume.vehicle_field",
                 "expected a JSON field name",
             )?;
+            check(
+                c.handler != ConsumeHandler::Routes
+                    || !self.depot.id.is_empty()
+                    || !c.vehicles.is_empty(),
+                "kafka.consume.handler",
+                "expected depot.id or the consumer's vehicles with handler = \"routes\": \
+                 they say which routes are this depot's",
+            )?;
         }
         let sasl = &k.sasl;
         check(

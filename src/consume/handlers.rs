@@ -9,6 +9,11 @@
 //!   key, headers, timestamp, and the value as JSON when it parses, else as base64).
 //! * `positions`: the value is one GPS fix as `POST /traffic/vehicles/{id}/positions` takes
 //!   it; a record without a vehicle or with an invalid fix is dead-lettered with the reason.
+//! * `routes`: the value is a `route.optimized` / `route.updated` CloudEvent in binary mode
+//!   (`ce_type`, `ce_id`, `ce_time` headers) planned elsewhere. It is this depot's when its
+//!   `ce_depotid` header is `depot.id` or its vehicle is in `vehicles` (records of other
+//!   depots are skipped); it creates or changes the route ([`crate::store::imported`]) and is
+//!   logged as a local event with the record's id, type and time.
 
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
@@ -21,6 +26,7 @@ use crate::events::NewEvent;
 use crate::publisher::SourceRecord;
 use crate::store::Position;
 use crate::store::consumed::Effect;
+use crate::store::imported::Incoming;
 
 /// CloudEvents `type` of a forwarded record.
 pub const KAFKA_RECORD: &str = "kafka.record";
@@ -62,6 +68,8 @@ pub struct Handler {
     pub config: ConsumeConfig,
     /// This gateway's `kafka.event_source`.
     pub own_source: String,
+    /// `depot.id` (empty: none).
+    pub depot: String,
 }
 
 impl Handler {
@@ -79,6 +87,18 @@ impl Handler {
             .as_deref()
             .and_then(|v| serde_json::from_slice(v).ok());
         let vehicle = vehicle_of(record, json.as_ref(), &self.config.vehicle_field);
+        if self.config.handler == ConsumeHandler::Routes {
+            let ours = (!self.depot.is_empty()
+                && header(record, "ce_depotid") == Some(self.depot.as_str()))
+                || vehicle
+                    .as_ref()
+                    .is_some_and(|v| self.config.vehicles.contains(v));
+            return if ours {
+                route_effect(record, vehicle, "")
+            } else {
+                Effect::Skip
+            };
+        }
         if !self.config.vehicles.is_empty()
             && !vehicle
                 .as_ref()
@@ -91,6 +111,7 @@ impl Handler {
                 Effect::Event(self.forward(partition, record, vehicle.as_deref(), json))
             }
             ConsumeHandler::Positions => positions(record, vehicle),
+            ConsumeHandler::Routes => unreachable!("routes records are handled above"),
         }
     }
 
@@ -142,6 +163,53 @@ impl Handler {
             created_at_us: now.timestamp_micros(),
             payload: serde_json::to_vec(&payload).expect("serializing a JSON value cannot fail"),
         }
+    }
+}
+
+/// A header's value, if it is UTF-8.
+pub fn header<'a>(record: &'a SourceRecord, name: &str) -> Option<&'a str> {
+    record
+        .headers
+        .get(name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The effect of a route event record: the route created or changed, and the event logged
+/// under `topic` (empty: a local event) with the record's CloudEvents id, type and time.
+pub fn route_effect(record: &SourceRecord, vehicle: Option<String>, topic: &str) -> Effect {
+    let dead = |reason: String| Effect::Dead {
+        reason,
+        key: record.key.clone(),
+        value: record.value.clone(),
+    };
+    let Some(kind) = header(record, "ce_type") else {
+        return dead("no ce_type header: not a CloudEvent in binary mode".into());
+    };
+    let Some(payload) = record.value.as_deref() else {
+        return dead("no value".into());
+    };
+    let incoming = match Incoming::parse(kind, payload) {
+        Ok(i) => i,
+        Err(reason) => return dead(reason),
+    };
+    let id = header(record, "ce_id")
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .unwrap_or_else(Uuid::now_v7);
+    let created_at_us = header(record, "ce_time")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or(record.timestamp_ms * 1000, |t| t.timestamp_micros());
+    let event = NewEvent {
+        id,
+        kind: kind.to_string(),
+        topic: topic.to_string(),
+        key: vehicle.unwrap_or_else(|| incoming.vehicle_id().to_string()),
+        route_id: Some(incoming.route_id().to_string()),
+        created_at_us,
+        payload: payload.to_vec(),
+    };
+    Effect::Route {
+        incoming: Box::new(incoming),
+        event,
     }
 }
 
@@ -225,6 +293,7 @@ mod tests {
                 start: ConsumeStart::Earliest,
             },
             own_source: "urn:routegate:depot-1".into(),
+            depot: "depot-1".into(),
         }
     }
 
@@ -250,7 +319,11 @@ mod tests {
             FIX.as_bytes(),
             &[("ce_source", "urn:routegate:depot-1")],
         );
-        for kind in [ConsumeHandler::Forward, ConsumeHandler::Positions] {
+        for kind in [
+            ConsumeHandler::Forward,
+            ConsumeHandler::Positions,
+            ConsumeHandler::Routes,
+        ] {
             assert_eq!(handler(kind, &[]).effect(0, &own), Effect::Skip);
         }
         let other = rec(Some("v1"), FIX.as_bytes(), &[("ce_source", "urn:hq")]);
@@ -321,5 +394,59 @@ mod tests {
         let p: Value = serde_json::from_slice(&e.payload).unwrap();
         assert_eq!(p["valueBase64"], "/wA=");
         assert!(p.get("value").is_none());
+    }
+
+    fn planned_route() -> Vec<u8> {
+        serde_json::to_vec(&crate::store::testdata::route_with_stops(&["a", "b"])).unwrap()
+    }
+
+    #[test]
+    fn routes_of_this_depot_or_its_vehicles_are_taken_with_their_cloudevent_identity() {
+        let id = "0190f0d2-7a8b-7c3d-9e4f-0123456789ab";
+        let headers = [
+            ("ce_type", "route.optimized"),
+            ("ce_id", id),
+            ("ce_time", "2026-12-03T10:00:00.5Z"),
+            ("ce_source", "urn:hq"),
+            ("ce_depotid", "depot-1"),
+        ];
+        let ours = rec(Some("v1"), &planned_route(), &headers);
+        let Effect::Route { incoming, event } =
+            handler(ConsumeHandler::Routes, &[]).effect(0, &ours)
+        else {
+            panic!("a route of this depot is taken");
+        };
+        assert_eq!(incoming.vehicle_id(), "v1");
+        assert_eq!(event.id.to_string(), id);
+        assert_eq!(event.kind, "route.optimized");
+        assert_eq!(event.topic, "", "a local event: not produced back");
+        assert_eq!(event.created_at_us, 1_796_292_000_500_000);
+        assert_eq!(event.route_id.as_deref(), Some(incoming.route_id()));
+
+        let elsewhere = [("ce_type", "route.optimized"), ("ce_depotid", "depot-2")];
+        let theirs = rec(Some("v1"), &planned_route(), &elsewhere);
+        assert_eq!(
+            handler(ConsumeHandler::Routes, &[]).effect(0, &theirs),
+            Effect::Skip
+        );
+        assert!(
+            matches!(
+                handler(ConsumeHandler::Routes, &["v1"]).effect(0, &theirs),
+                Effect::Route { .. }
+            ),
+            "a listed vehicle's route is taken whatever its depot"
+        );
+
+        let untyped = rec(Some("v1"), &planned_route(), &[("ce_depotid", "depot-1")]);
+        let Effect::Dead { reason, .. } = handler(ConsumeHandler::Routes, &[]).effect(0, &untyped)
+        else {
+            panic!("a record without ce_type is dead-lettered");
+        };
+        assert!(reason.contains("ce_type"), "{reason}");
+        let garbage = rec(Some("v1"), b"{}", &headers);
+        assert!(matches!(
+            handler(ConsumeHandler::Routes, &[]).effect(0, &garbage),
+            Effect::Dead { .. }
+        ));
     }
 }

@@ -132,6 +132,7 @@ impl From<&KafkaConfig> for Discipline {
 pub fn start<S: RecordSource>(
     configs: &[ConsumeConfig],
     own_source: &str,
+    depot: &str,
     discipline: Discipline,
     source: Arc<S>,
     store: Store,
@@ -144,6 +145,7 @@ pub fn start<S: RecordSource>(
             handler: Arc::new(Handler {
                 config: config.clone(),
                 own_source: own_source.to_string(),
+                depot: depot.to_string(),
             }),
             discipline,
             source: source.clone(),
@@ -199,6 +201,7 @@ impl<S: RecordSource> Consumer<S> {
         match self.handler.config.handler {
             crate::config::ConsumeHandler::Forward => "forward",
             crate::config::ConsumeHandler::Positions => "positions",
+            crate::config::ConsumeHandler::Routes => "routes",
         }
     }
 

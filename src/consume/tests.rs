@@ -120,6 +120,7 @@ async fn failures_and_a_restart_apply_every_record_once_in_order() {
     let (status, tasks) = start(
         &[config()],
         "me",
+        "",
         FAST,
         source.clone(),
         store.clone(),
@@ -139,6 +140,7 @@ async fn failures_and_a_restart_apply_every_record_once_in_order() {
     let (status, tasks) = start(
         &[config()],
         "me",
+        "",
         FAST,
         source.clone(),
         store,
@@ -190,6 +192,7 @@ async fn latest_starts_where_the_partition_ended_and_keeps_what_came_after() {
     let (status, tasks) = start(
         &[latest],
         "me",
+        "",
         FAST,
         source.clone(),
         f.store.clone(),

@@ -64,7 +64,7 @@ pub enum Error {
 pub struct KafkaSink {
     brokers: Vec<String>,
     client_id: String,
-    source: String,
+    origin: crate::events::Origin,
     compression: Compression,
     new_topic_partitions: i32,
     new_topic_replication: i16,
@@ -92,6 +92,12 @@ pub(super) enum Stale {
 }
 
 impl KafkaSink {
+    /// Records carry `depot` (`depot.id`) as their `ce_depotid` header (none when empty).
+    pub fn with_depot(mut self, depot: &str) -> KafkaSink {
+        self.origin.depot = depot.to_string();
+        self
+    }
+
     pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, Error> {
         let credentials = || Credentials::new(cfg.sasl.username.clone(), cfg.sasl.password.clone());
         let sasl = match cfg.sasl.mechanism {
@@ -108,7 +114,7 @@ impl KafkaSink {
             principal,
             brokers: cfg.brokers.clone(),
             client_id: cfg.client_id.clone(),
-            source: cfg.event_source.clone(),
+            origin: crate::events::Origin::new(&cfg.event_source, ""),
             compression: match cfg.compression {
                 config::Compression::None => Compression::NoCompression,
                 config::Compression::Gzip => Compression::Gzip,
@@ -278,7 +284,7 @@ impl KafkaSink {
     }
 
     fn headers(&self, e: &Envelope) -> BTreeMap<String, Vec<u8>> {
-        e.record_headers(&self.source)
+        e.record_headers(&self.origin)
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.into_bytes()))
             .collect()
@@ -337,11 +343,11 @@ impl EventSink for KafkaSink {
     }
 
     fn record_size(&self, e: &Envelope) -> usize {
-        e.record_size(&self.source)
+        e.record_size(&self.origin)
     }
 
     fn wire_size(&self, e: &Envelope) -> usize {
-        e.wire_size(&self.source)
+        e.wire_size(&self.origin)
     }
 }
 
@@ -542,6 +548,15 @@ mod tests {
         assert_eq!(h("ce_subject"), "r-1");
         assert_eq!(h("content-type"), "application/json");
         assert!(chrono::DateTime::parse_from_rfc3339(&h("ce_time")).is_ok());
+        assert_eq!(sink.record_size(&e), r.approximate_size());
+        assert!(
+            !r.headers.contains_key("ce_depotid"),
+            "no depot.id, no header"
+        );
+
+        let sink = sink.with_depot("depot-7");
+        let r = sink.record(&e);
+        assert_eq!(r.headers["ce_depotid"], b"depot-7");
         assert_eq!(sink.record_size(&e), r.approximate_size());
     }
 

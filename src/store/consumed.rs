@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::imported::{Incoming, Routes};
 use super::positions::plan_fixes;
 use super::record::{self, Position as Fix};
 use super::writes::put;
-use super::{Error, Result, Store, VEHICLES, keys};
+use super::{Error, ROUTES, Result, Store, VEHICLES, keys};
 use crate::events::NewEvent;
 use crate::queue::{self, Expect, Write};
 
@@ -37,6 +38,12 @@ pub enum Effect {
     Event(NewEvent),
     /// Move a vehicle (the `positions` handler).
     Fix { vehicle_id: String, fix: Fix },
+    /// Create or change a route planned elsewhere (the `routes` handler, restore), logging
+    /// `event` with it; old news is skipped, an event that cannot apply is dead-lettered.
+    Route {
+        incoming: Box<Incoming>,
+        event: NewEvent,
+    },
     /// Nothing: the record is this gateway's own, or of a vehicle the consumer filters out.
     Skip,
     /// Unusable: kept in the consumer dead-letter list with the reason; the rest flows.
@@ -216,20 +223,31 @@ impl Store {
     ) -> std::result::Result<Applied, ApplyError> {
         let position_key = partition_key(&batch.topic, batch.partition);
         let mut vehicles: Vec<String> = Vec::new();
+        let mut routes: Vec<String> = Vec::new();
+        let name = |list: &mut Vec<String>, id: &str| {
+            if !list.iter().any(|v| v == id) {
+                list.push(id.to_string());
+            }
+        };
         for (_, e) in &batch.effects {
-            if let Effect::Fix { vehicle_id, .. } = e
-                && !vehicles.contains(vehicle_id)
-            {
-                vehicles.push(vehicle_id.clone());
+            match e {
+                Effect::Fix { vehicle_id, .. } => name(&mut vehicles, vehicle_id),
+                Effect::Route { incoming, .. } => {
+                    name(&mut vehicles, incoming.vehicle_id());
+                    name(&mut routes, incoming.route_id());
+                }
+                _ => {}
             }
         }
         let mut reads = vec![(CONSUMER_OFFSETS, position_key.clone())];
         reads.extend(vehicles.iter().map(|v| (VEHICLES, keys::vehicle(v))));
+        reads.extend(routes.iter().map(|r| (ROUTES, keys::route(r))));
         let outcome = Arc::new(Mutex::new(None));
         let job = ApplyJob {
             batch,
             position_key,
             vehicles,
+            routes,
             travel: self.travel(),
             outcome: outcome.clone(),
         };
@@ -256,6 +274,8 @@ struct ApplyJob {
     position_key: Vec<u8>,
     /// The vehicles the batch moves, in the order of the update's reads after the position.
     vehicles: Vec<String>,
+    /// The routes the batch changes, in the order of the reads after the vehicles.
+    routes: Vec<String>,
     travel: super::Travel,
     outcome: Arc<Mutex<Option<std::result::Result<Applied, ApplyError>>>>,
 }
@@ -293,42 +313,65 @@ impl ApplyJob {
         let mut applied = Applied::default();
         let mut fixes: BTreeMap<&str, Vec<Fix>> = BTreeMap::new();
         let now_us = chrono::Utc::now().timestamp_micros();
+        let vehicle_reads = &current[1..1 + self.vehicles.len()];
+        let mut routes = Routes::read(
+            self.routes
+                .iter()
+                .map(String::as_str)
+                .zip(current[1 + self.vehicles.len()..].iter().copied()),
+            self.vehicles
+                .iter()
+                .map(String::as_str)
+                .zip(vehicle_reads.iter().copied()),
+        )?;
+        let dead = |offset: i64, reason: &str, key: Option<&[u8]>, value: Option<&[u8]>| {
+            let letter = ConsumerDeadLetter {
+                topic: b.topic.clone(),
+                partition: b.partition,
+                offset,
+                reason: reason.to_string(),
+                key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: value.map(|v| String::from_utf8_lossy(v).into_owned()),
+                dead_at_us: now_us,
+            };
+            let key = dead_key(&b.topic, b.partition, offset);
+            put(CONSUMER_DEAD, key, record::encode(&letter), Expect::Any)
+        };
         for (offset, effect) in &b.effects {
             match effect {
                 Effect::Event(e) => {
                     write.events.push(e.clone());
                     applied.applied += 1;
                 }
+                Effect::Route { incoming, event } => match routes.apply((**incoming).clone()) {
+                    Ok(true) => {
+                        write.events.push(event.clone());
+                        applied.applied += 1;
+                    }
+                    Ok(false) => applied.skipped += 1,
+                    Err(reason) => {
+                        let key = Some(event.key.as_bytes());
+                        write
+                            .records
+                            .push(dead(*offset, &reason, key, Some(&event.payload)));
+                        applied.dead_lettered += 1;
+                    }
+                },
                 Effect::Fix { vehicle_id, fix } => {
                     fixes.entry(vehicle_id).or_default().push(*fix);
                     applied.applied += 1;
                 }
                 Effect::Skip => applied.skipped += 1,
                 Effect::Dead { reason, key, value } => {
-                    let letter = ConsumerDeadLetter {
-                        topic: b.topic.clone(),
-                        partition: b.partition,
-                        offset: *offset,
-                        reason: reason.clone(),
-                        key: key
-                            .as_deref()
-                            .map(|k| String::from_utf8_lossy(k).into_owned()),
-                        value: value
-                            .as_deref()
-                            .map(|v| String::from_utf8_lossy(v).into_owned()),
-                        dead_at_us: now_us,
-                    };
-                    let key = dead_key(&b.topic, b.partition, *offset);
-                    write.records.push(put(
-                        CONSUMER_DEAD,
-                        key,
-                        record::encode(&letter),
-                        Expect::Any,
-                    ));
+                    write
+                        .records
+                        .push(dead(*offset, reason, key.as_deref(), value.as_deref()));
                     applied.dead_lettered += 1;
                 }
             }
         }
+        // A batch holds one handler's effects: fixes and route events never share a vehicle.
+        write.records.extend(routes.finish());
         for (i, vehicle_id) in self.vehicles.iter().enumerate() {
             let Some(fixes) = fixes.get(vehicle_id.as_str()) else {
                 continue;
@@ -451,5 +494,95 @@ mod tests {
             .expect("the next batch applies");
         assert_eq!(logged(&outbox).len(), 4);
         outbox.shutdown().await;
+    }
+
+    fn route_effect(kind: &str, payload: serde_json::Value) -> Effect {
+        let payload = serde_json::to_vec(&payload).unwrap();
+        let incoming = Incoming::parse(kind, &payload).unwrap();
+        let event = NewEvent {
+            id: uuid::Uuid::now_v7(),
+            kind: kind.into(),
+            topic: String::new(),
+            key: incoming.vehicle_id().into(),
+            route_id: Some(incoming.route_id().into()),
+            created_at_us: 1,
+            payload,
+        };
+        Effect::Route {
+            incoming: Box::new(incoming),
+            event,
+        }
+    }
+
+    /// Routes planned elsewhere: created, changed by a stop delta, old news skipped, a gap
+    /// dead-lettered; the vehicle follows the route and the audit trail has the events.
+    #[tokio::test]
+    async fn route_events_create_and_change_routes_in_the_batch_order() {
+        let f = fixture();
+        let route = crate::store::testdata::route_with_stops(&["a", "b"]);
+        let id = route.route_id.clone();
+        let whole = serde_json::to_value(&route).unwrap();
+        let delta = |version: u64, stop: &str| {
+            serde_json::json!({
+                "routeId": id, "vehicleId": "v1", "version": version, "status": "in_progress",
+                "eventId": uuid::Uuid::nil(), "updatedAt": "2026-03-01T08:05:00Z",
+                "change": {"type": "stop_status", "stopId": stop, "from": "pending",
+                           "to": "completed", "at": "2026-03-01T08:05:00Z"},
+                "stop": {"id": stop, "status": "completed", "arrivedAt": null,
+                         "finishedAt": "2026-03-01T08:05:00Z", "note": null}
+            })
+        };
+        let batch = ConsumedBatch {
+            topic: "hq-routes".into(),
+            partition: 0,
+            from: None,
+            next: 4,
+            effects: vec![
+                (0, route_effect("route.optimized", whole.clone())),
+                (1, route_effect("route.updated", delta(2, "a"))),
+                (2, route_effect("route.optimized", whole)),
+                (3, route_effect("route.updated", delta(4, "b"))),
+            ],
+        };
+        let applied = f.store.apply_consumed(batch).await.unwrap();
+        assert_eq!(
+            applied,
+            Applied {
+                applied: 2,
+                skipped: 1,
+                dead_lettered: 1
+            }
+        );
+        let stored = f.store.route(&id).await.unwrap();
+        assert_eq!(stored.version, 2);
+        assert_eq!(
+            stored.optimized_stops[0].status,
+            crate::store::StopStatus::Completed
+        );
+        let listed = f.store.list(crate::store::ListQuery {
+            limit: 10,
+            ..Default::default()
+        });
+        let listed = listed.await.unwrap();
+        assert_eq!(listed.routes.len(), 1);
+        assert_eq!(
+            listed.routes[0].status,
+            crate::store::RouteStatus::InProgress
+        );
+        let trail = f.store.route_events(&id, 10).await.unwrap();
+        let kinds: Vec<&str> = trail.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["route.optimized", "route.updated"]);
+        let letters = f.store.consumer_dead_letters(10).await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert!(letters[0].reason.contains("missed"), "{:?}", letters[0]);
+        let raw = f.outbox.domain_tree(VEHICLES).unwrap();
+        let raw = raw.get(keys::vehicle("v1")).unwrap().unwrap();
+        let vehicle: record::VehicleRecord = record::decode(&raw).unwrap();
+        assert_eq!(
+            vehicle.active_route.map(|a| a.route_id),
+            Some(id.clone()),
+            "the vehicle drives the imported route"
+        );
+        f.outbox.shutdown().await;
     }
 }

@@ -45,6 +45,7 @@
 
 pub mod announce;
 pub mod consumed;
+pub mod imported;
 pub mod keys;
 pub mod lifecycle;
 mod positions;
@@ -161,25 +162,32 @@ pub struct Topics {
 pub struct RecordLimit {
     /// `kafka.max_record_bytes`: the drain dead-letters a larger record.
     pub max_bytes: u64,
-    /// `kafka.event_source`: the record's `ce_source` header counts towards its size.
-    pub source: String,
+    /// `kafka.event_source` and `depot.id`: the record's `ce_source` and `ce_depotid` headers
+    /// count towards its size.
+    pub origin: crate::events::Origin,
 }
 
 impl From<&KafkaConfig> for RecordLimit {
     fn from(k: &KafkaConfig) -> Self {
         RecordLimit {
             max_bytes: k.max_record_bytes,
-            source: k.event_source.clone(),
+            origin: crate::events::Origin::new(&k.event_source, ""),
         }
     }
 }
 
 impl RecordLimit {
+    /// The limit for records that carry `depot` (`depot.id`) as their `ce_depotid` header.
+    pub fn with_depot(mut self, depot: &str) -> RecordLimit {
+        self.origin.depot = depot.to_string();
+        self
+    }
+
     /// [`Error::EventTooLarge`] for the first event whose record would be over the limit,
     /// counted as the drain counts it ([`NewEvent::record_size`]).
     fn check(&self, events: &[NewEvent]) -> Result<()> {
         for e in events {
-            let bytes = e.record_size(&self.source) as u64;
+            let bytes = e.record_size(&self.origin) as u64;
             if bytes > self.max_bytes {
                 return Err(Error::EventTooLarge {
                     kind: e.kind.clone(),

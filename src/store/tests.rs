@@ -547,7 +547,7 @@ async fn a_stop_change_on_a_2000_stop_route_is_announced_in_an_event_as_small_as
         let events = f.store.route_events(&r.route_id, 10).await.unwrap();
         let delta = events.last().unwrap();
         assert_eq!(delta.kind, "route.updated");
-        let size = delta.record_size("urn:routegate");
+        let size = delta.record_size(&crate::events::Origin::new("urn:routegate", ""));
         assert!(
             size < 1024,
             "{n} stops: a stop change of {size} record bytes"

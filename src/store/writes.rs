@@ -45,7 +45,7 @@ fn stamp(kind: &str, topic: &str, route: &mut Route) -> NewEvent {
 }
 
 /// Index changes when a route's status moves from `old` to `new` (none if unchanged).
-fn reindex(route: &Route, old: Option<RouteStatus>) -> Vec<RecordOp> {
+pub(super) fn reindex(route: &Route, old: Option<RouteStatus>) -> Vec<RecordOp> {
     let new = route.status;
     if old == Some(new) {
         return Vec::new();
@@ -77,7 +77,7 @@ fn reindex(route: &Route, old: Option<RouteStatus>) -> Vec<RecordOp> {
 }
 
 /// The vehicle record after `route` changed: it follows its active route's next stop.
-fn follow(vehicle: &VehicleRecord, route: &Route, make_active: bool) -> VehicleRecord {
+pub(super) fn follow(vehicle: &VehicleRecord, route: &Route, make_active: bool) -> VehicleRecord {
     let mut v = vehicle.clone();
     let is_active = v
         .active_route
@@ -127,7 +127,9 @@ impl Store {
             .await?;
         let route_id = uuid::Uuid::now_v7().to_string();
         let planned = replan::new_route(route_id, vehicle_id, solution, now);
-        let input = serde_json::to_vec(&input).expect("serializing the plan input cannot fail");
+        let input_struct = input;
+        let input =
+            serde_json::to_vec(&input_struct).expect("serializing the plan input cannot fail");
         let mut attempts = 0;
         loop {
             let vehicle = old.as_ref().map(|(_, v)| v.clone()).unwrap_or_default();
@@ -137,8 +139,9 @@ impl Store {
             let mut route = view(planned.clone(), Some(&next));
             let topic = &self.topics.route_optimized;
             let mut event = stamp(events::ROUTE_OPTIMIZED, topic, &mut route);
-            event.payload = serde_json::to_vec(&route).expect("serializing a route cannot fail");
-            let value = record::encode_route_record(&event.payload, &input);
+            let route_json = serde_json::to_vec(&route).expect("serializing a route cannot fail");
+            event.payload = announce::with_plan(&route_json, &route, &input_struct);
+            let value = record::encode_route_record(&route_json, &input);
             let key = keys::route(&route.route_id);
             let mut records = vec![put(ROUTES, key, value, Expect::Absent)];
             records.extend(reindex(&route, None));
@@ -204,9 +207,10 @@ impl Store {
                 .await?;
             replan::merge(&mut rec, solution);
             let old_status = rec.route.status;
+            let input = &rec.input.clone();
             // Every pending stop may have moved: the event carries the whole route.
             let payload = |route: &Route, next: &VehicleRecord| {
-                announce::replanned(&view(route.clone(), Some(next)), remaining)
+                announce::replanned(&view(route.clone(), Some(next)), input, remaining)
             };
             let (event, records, next) =
                 self.rewrite(&raw, &mut rec, old_status, &vehicle, payload);
