@@ -305,7 +305,7 @@ fn solver_params(o: &OptimizeConfig, request_timeout: Duration) -> optimize::Par
     }
 }
 
-fn topics(t: &TopicsConfig) -> store::Topics {
+pub(crate) fn topics(t: &TopicsConfig) -> store::Topics {
     store::Topics {
         route_optimized: t.route_optimized.clone(),
         route_updated: t.route_updated.clone(),

@@ -7,6 +7,7 @@
 mod access;
 pub mod output;
 mod queue;
+mod restore;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ pub enum Command {
     /// The road network.
     #[command(subcommand)]
     Graph(GraphCommand),
+    /// Rebuild the depot's routes and event log in a new --data-dir from Kafka, after its disk
+    /// was lost (with a progress bar; run it again to resume).
+    Restore(restore::RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +172,7 @@ pub fn run(cli: Cli) -> ExitCode {
             block_on(kafka_check(&layered.settings, json.json))
         }
         Command::Graph(GraphCommand::Build { .. }) => graph_build(&layered.settings),
+        Command::Restore(args) => block_on(restore::run(&layered.settings, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

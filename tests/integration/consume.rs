@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::harness::gateway::ChildGateway;
+use crate::harness::gateway::{ChildGateway, routegate_cli};
 use crate::harness::kafka::{self, ProducedRecord};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -317,26 +317,8 @@ async fn records_of_another_producer_are_applied_once_in_order_per_key_across_a_
 
 /// `routegate queue dead-letters list --consumer --json` on `data`.
 fn consumer_dead_letters(data: &Path, config: &str) -> Vec<Value> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_routegate"))
-        .args([
-            "queue",
-            "dead-letters",
-            "list",
-            "--consumer",
-            "--json",
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("ROUTEGATE_CONFIG", config)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run routegate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("a JSON list")
+    let args = ["queue", "dead-letters", "list", "--consumer", "--json"];
+    serde_json::from_str(&routegate_cli(data, config, &args)).expect("a JSON list")
 }
 
 /// The broker goes away mid-stream and comes back: consumers report that they retry, then

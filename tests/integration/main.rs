@@ -15,6 +15,7 @@ mod hostile;
 mod kafka_harness;
 mod operator;
 mod power_cut;
+mod restore;
 mod roads;
 mod safe_defaults;
 mod secrets;

@@ -376,3 +376,22 @@ fn die_with_parent(cmd: &mut std::process::Command) {
         });
     }
 }
+
+/// Run `routegate ARGS --data-dir DATA` with the configuration file `config` (as
+/// `ROUTEGATE_CONFIG`); its standard output. Panics with its standard error when it fails.
+pub fn routegate_cli(data: &Path, config: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_routegate"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("ROUTEGATE_CONFIG", config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run routegate");
+    assert!(
+        out.status.success(),
+        "routegate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
