@@ -186,6 +186,8 @@ async fn read_span(
             from,
             next: last + 1,
             effects,
+            // Whole routes were all read first: what is missing now never comes.
+            wait_for_routes: false,
         };
         let applied = store.apply_consumed(batch).await?;
         counts.applied += applied.applied;

@@ -25,6 +25,9 @@
 //!   warning and the jump counted as skipped.
 //! * **Poison flows past.** A record the handler cannot use is dead-lettered with the reason in
 //!   the same transaction that moves past it.
+//! * **Routes before their changes.** Whole routes and stop changes travel on different topics,
+//!   so a `routes` partition may read a change before its route. It stops there and looks
+//!   again every 200 ms for up to [`ROUTE_ORDER_GRACE`]; then the change is dead-lettered.
 //!
 //! The partition count is read when a consumer starts; partitions added later are read after a
 //! restart.
@@ -48,6 +51,12 @@ use crate::publisher::{RecordSource, SourceError};
 use crate::store::Store;
 use crate::store::consumed::{ApplyError, ConsumedBatch};
 use handlers::Handler;
+
+/// How long a `routes` partition holds a stop change whose route (or earlier version) has
+/// not arrived from the other topic before it dead-letters it.
+pub const ROUTE_ORDER_GRACE: Duration = Duration::from_secs(60);
+/// How often it looks again meanwhile.
+const ROUTE_ORDER_RETRY: Duration = Duration::from_millis(200);
 
 /// What one partition's consumer is doing, for `kafka-health`, `queue stats` and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -247,6 +256,7 @@ impl<S: RecordSource> Consumer<S> {
         let mut backoff = Backoff::new(d.backoff_initial, d.backoff_max);
         let mut breaker = Breaker::new(d.breaker_threshold, d.breaker_cooldown);
         let mut stored: Option<Option<i64>> = None;
+        let mut waiting: Option<Instant> = None;
         self.status
             .with(self.topic(), p, |s| s.handler = self.handler_name().into());
         while !self.cancel.is_cancelled() {
@@ -261,7 +271,7 @@ impl<S: RecordSource> Consumer<S> {
             }
             let step = tokio::select! {
                 () = self.cancel.cancelled() => return,
-                r = self.step(p, &mut stored) => r,
+                r = self.step(p, &mut stored, &mut waiting) => r,
             };
             match step {
                 Ok(()) => {
@@ -285,7 +295,14 @@ impl<S: RecordSource> Consumer<S> {
     }
 
     /// One fetch and its application. `stored` caches the stored position (`None`: read it).
-    async fn step(&self, p: i32, stored: &mut Option<Option<i64>>) -> Result<(), StepError> {
+    ///
+    /// `waiting`: since when the partition waits for a route its next record changes.
+    async fn step(
+        &self,
+        p: i32,
+        stored: &mut Option<Option<i64>>,
+        waiting: &mut Option<Instant>,
+    ) -> Result<(), StepError> {
         let topic = self.topic();
         let cached = match *stored {
             Some(s) => s,
@@ -338,16 +355,26 @@ impl<S: RecordSource> Consumer<S> {
             .iter()
             .map(|r| (r.offset, self.handler.effect(p, r)))
             .collect();
+        let patient = waiting.is_none_or(|since| since.elapsed() < ROUTE_ORDER_GRACE);
         let batch = ConsumedBatch {
             topic: topic.to_string(),
             partition: p,
             from,
             next: last + 1,
             effects,
+            wait_for_routes: patient,
         };
         let applied = self.store.apply_consumed(batch).await?;
-        *stored = Some(Some(last + 1));
-        self.observed(p, Some(last + 1), hw, applied);
+        let next = applied.stopped_at.unwrap_or(last + 1);
+        *stored = Some(Some(next));
+        self.observed(p, Some(next), hw, applied);
+        if applied.stopped_at.is_some() {
+            // A stop change came before its route, which travels on another topic.
+            waiting.get_or_insert_with(Instant::now);
+            self.pause(ROUTE_ORDER_RETRY).await;
+        } else {
+            *waiting = None;
+        }
         Ok(())
     }
 
@@ -366,6 +393,7 @@ impl<S: RecordSource> Consumer<S> {
             from,
             next: to,
             effects: Vec::new(),
+            wait_for_routes: false,
         };
         self.store.apply_consumed(batch).await?;
         *stored = Some(Some(to));

@@ -65,6 +65,11 @@ pub struct ConsumedBatch {
     pub next: i64,
     /// Each record's effect, by offset.
     pub effects: Vec<(i64, Effect)>,
+    /// A route event that comes before its route (or an earlier version of it) stops the
+    /// batch there instead of being dead-lettered ([`Applied::stopped_at`]): whole routes and
+    /// stop changes travel on different topics, so it may still come. The caller retries from
+    /// there for a while, then sends the batch without this to dead-letter it.
+    pub wait_for_routes: bool,
 }
 
 /// What applying a batch did.
@@ -74,6 +79,9 @@ pub struct Applied {
     pub applied: u64,
     pub skipped: u64,
     pub dead_lettered: u64,
+    /// The batch stopped before this offset (see [`ConsumedBatch::wait_for_routes`]): it is
+    /// the partition's stored position.
+    pub stopped_at: Option<i64>,
 }
 
 /// The stored position of a partition: the offset of the next record to apply.
@@ -349,11 +357,15 @@ impl ApplyJob {
                         applied.applied += 1;
                     }
                     Ok(false) => applied.skipped += 1,
-                    Err(reason) => {
+                    Err(r) if r.early && b.wait_for_routes => {
+                        applied.stopped_at = Some(*offset);
+                        break;
+                    }
+                    Err(r) => {
                         let key = Some(event.key.as_bytes());
                         write
                             .records
-                            .push(dead(*offset, &reason, key, Some(&event.payload)));
+                            .push(dead(*offset, &r.reason, key, Some(&event.payload)));
                         applied.dead_lettered += 1;
                     }
                 },
@@ -381,7 +393,8 @@ impl ApplyJob {
             write.records.push(op);
             write.events.extend(events);
         }
-        let position = record::encode(&Position { next: b.next });
+        let next = applied.stopped_at.unwrap_or(b.next);
+        let position = record::encode(&Position { next });
         write.records.push(put(
             CONSUMER_OFFSETS,
             self.position_key.clone(),
@@ -424,6 +437,7 @@ mod tests {
             from,
             next: 14,
             effects: vec![(10, fix(1)), (11, dead), (12, Effect::Skip), (13, fix(2))],
+            wait_for_routes: false,
         }
     }
 
@@ -446,7 +460,8 @@ mod tests {
             Applied {
                 applied: 2,
                 skipped: 1,
-                dead_lettered: 1
+                dead_lettered: 1,
+                stopped_at: None
             }
         );
         assert_eq!(
@@ -543,6 +558,7 @@ mod tests {
                 (2, route_effect("route.optimized", whole)),
                 (3, route_effect("route.updated", delta(4, "b"))),
             ],
+            wait_for_routes: false,
         };
         let applied = f.store.apply_consumed(batch).await.unwrap();
         assert_eq!(
@@ -550,7 +566,8 @@ mod tests {
             Applied {
                 applied: 2,
                 skipped: 1,
-                dead_lettered: 1
+                dead_lettered: 1,
+                stopped_at: None
             }
         );
         let stored = f.store.route(&id).await.unwrap();
@@ -583,6 +600,55 @@ mod tests {
             Some(id.clone()),
             "the vehicle drives the imported route"
         );
+        f.outbox.shutdown().await;
+    }
+
+    /// A stop change read before its route stops a patient batch there: what came before it
+    /// commits, the position stays at the change, nothing is dead-lettered.
+    #[tokio::test]
+    async fn a_change_before_its_route_stops_a_patient_batch_at_it() {
+        let f = fixture();
+        let route = crate::store::testdata::route_with_stops(&["a"]);
+        let other = crate::store::testdata::route_with_stops(&["x"]);
+        let change = serde_json::json!({
+            "routeId": route.route_id, "vehicleId": "v1", "version": 2, "status": "in_progress",
+            "eventId": uuid::Uuid::nil(), "updatedAt": "2026-03-01T08:05:00Z",
+            "change": {"type": "stop_status", "stopId": "a", "from": "pending",
+                       "to": "arrived", "at": "2026-03-01T08:05:00Z"},
+            "stop": {"id": "a", "status": "arrived", "arrivedAt": "2026-03-01T08:05:00Z",
+                     "finishedAt": null, "note": null}
+        });
+        let batch = ConsumedBatch {
+            topic: "hq-updates".into(),
+            partition: 0,
+            from: None,
+            next: 8,
+            effects: vec![
+                (
+                    5,
+                    route_effect("route.optimized", serde_json::to_value(&other).unwrap()),
+                ),
+                (6, route_effect("route.updated", change)),
+                (
+                    7,
+                    route_effect("route.optimized", serde_json::to_value(&route).unwrap()),
+                ),
+            ],
+            wait_for_routes: true,
+        };
+        let applied = f.store.apply_consumed(batch).await.unwrap();
+        assert_eq!(applied.stopped_at, Some(6));
+        assert_eq!((applied.applied, applied.dead_lettered), (1, 0));
+        assert_eq!(
+            f.store.consumer_position("hq-updates", 0).await.unwrap(),
+            Some(6)
+        );
+        assert!(f.store.route(&other.route_id).await.is_ok());
+        assert!(
+            f.store.route(&route.route_id).await.is_err(),
+            "not past the change"
+        );
+        assert!(f.store.consumer_dead_letters(10).await.unwrap().is_empty());
         f.outbox.shutdown().await;
     }
 }

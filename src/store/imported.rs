@@ -42,6 +42,24 @@ pub enum Incoming {
     Delta(Box<StopDelta>),
 }
 
+/// Why an event cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    /// The route, or a version before this one, is not here yet: whole routes and stop
+    /// changes travel on different topics, so it may still come.
+    pub early: bool,
+}
+
+impl Refusal {
+    fn early(reason: String) -> Refusal {
+        Refusal {
+            reason,
+            early: true,
+        }
+    }
+}
+
 /// A whole route as an event carries it: the route, and what it was planned from if known.
 #[derive(Debug, Deserialize)]
 struct WholeRoute {
@@ -139,7 +157,7 @@ impl Incoming {
 
     /// The stored route after this event (see the module's table): `Ok(None)` when it is old
     /// news, `Err` with the reason when it cannot be applied.
-    pub fn apply(self, current: Option<&RouteRecord>) -> Result<Option<RouteRecord>, String> {
+    pub fn apply(self, current: Option<&RouteRecord>) -> Result<Option<RouteRecord>, Refusal> {
         let stored = current.map(|r| r.route.version);
         match self {
             Incoming::Whole { record, .. } => Ok(match stored {
@@ -148,21 +166,21 @@ impl Incoming {
             }),
             Incoming::Delta(d) => {
                 let Some(current) = current else {
-                    return Err(format!(
+                    return Err(Refusal::early(format!(
                         "stop change of route {} version {}, which is not known here",
                         d.route_id, d.version
-                    ));
+                    )));
                 };
                 let v = current.route.version;
                 if d.version <= v {
                     return Ok(None);
                 }
                 if d.version > v + 1 {
-                    return Err(format!(
+                    return Err(Refusal::early(format!(
                         "stop change of route {} version {}, but version {v} is stored: \
                          versions in between were missed",
                         d.route_id, d.version
-                    ));
+                    )));
                 }
                 let mut next = current.clone();
                 let route = &mut next.route;
@@ -171,10 +189,13 @@ impl Incoming {
                     .iter_mut()
                     .find(|s| s.plan.id == d.stop.id)
                 else {
-                    return Err(format!(
-                        "stop change of stop {} which route {} does not have",
-                        d.stop.id, d.route_id
-                    ));
+                    return Err(Refusal {
+                        reason: format!(
+                            "stop change of stop {} which route {} does not have",
+                            d.stop.id, d.route_id
+                        ),
+                        early: false,
+                    });
                 };
                 stop.status = d.stop.status;
                 stop.arrived_at = d.stop.arrived_at;
@@ -235,7 +256,7 @@ impl Routes {
     }
 
     /// Apply one event: `Ok(true)` applied, `Ok(false)` old news, `Err` why it cannot be.
-    pub fn apply(&mut self, incoming: Incoming) -> std::result::Result<bool, String> {
+    pub fn apply(&mut self, incoming: Incoming) -> std::result::Result<bool, Refusal> {
         let planned = matches!(incoming, Incoming::Whole { planned: true, .. });
         let id = incoming.route_id().to_string();
         let entry = self.routes.entry(id.clone()).or_insert((None, None));
@@ -350,11 +371,14 @@ mod tests {
             "old news"
         );
         let gap = delta(&route, 4, "b").apply(Some(&next)).unwrap_err();
-        assert!(gap.contains("missed"), "{gap}");
+        assert!(gap.early && gap.reason.contains("missed"), "{gap:?}");
         let unknown = delta(&route, 2, "a").apply(None).unwrap_err();
-        assert!(unknown.contains("not known"), "{unknown}");
+        assert!(
+            unknown.early && unknown.reason.contains("not known"),
+            "{unknown:?}"
+        );
         let no_stop = delta(&route, 3, "zz").apply(Some(&next)).unwrap_err();
-        assert!(no_stop.contains("does not have"), "{no_stop}");
+        assert!(!no_stop.early && no_stop.reason.contains("does not have"));
     }
 
     #[test]

@@ -104,12 +104,16 @@ async fn wait_version(gw: &TestGateway, id: &str, version: u64) -> Value {
 }
 
 /// Headquarters plans and changes routes for the depot "south"; the depot's gateway consumes
-/// them with the `routes` handler and shows them as headquarters does, with their events. A
-/// route for another depot is not taken.
+/// them with the `routes` handler and shows them as headquarters does, with their events. The
+/// whole routes reach the depot's topic only after it has read the stop change (they travel on
+/// different topics): the change waits for its route instead of being dead-lettered. A route
+/// for another depot is not taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_planned_at_headquarters_appear_at_their_depot() {
     let cluster = kafka::shared().await;
     let (hq_topics, depot_topics) = (Topics::unique("hq"), Topics::unique("south"));
+    let late = kafka::unique_topic("hq-late-optimized");
+    cluster.create_topic(&late, 1, 1).await;
     let hq = {
         let t = hq_topics.clone();
         TestGateway::spawn(move |s| t.apply(s, cluster, "urn:hq", "south")).await
@@ -127,13 +131,51 @@ async fn routes_planned_at_headquarters_appear_at_their_depot() {
         start: ConsumeStart::Earliest,
     };
     let depot = {
-        let (t, hq_t) = (depot_topics.clone(), hq_topics.clone());
+        let (t, updated, late) = (
+            depot_topics.clone(),
+            hq_topics.updated.clone(),
+            late.clone(),
+        );
         TestGateway::spawn(move |s| {
             t.apply(s, cluster, "urn:south", "south");
-            s.kafka.consume = vec![consume(&hq_t.optimized), consume(&hq_t.updated)];
+            s.kafka.consume = vec![consume(&late), consume(&updated)];
         })
         .await
     };
+    // The depot reads the stop change first; the routes follow a while later.
+    let updated_read = Instant::now();
+    loop {
+        let (_, health) = depot.get_json("/traffic/routes/kafka-health").await;
+        let read = health["consumers"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|p| p["topic"] == hq_topics.updated.as_str() && p["highWatermark"] == 1)
+        });
+        if read {
+            break;
+        }
+        assert!(updated_read.elapsed() < WAIT, "{health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let whole = cluster
+        .wait_for_records(&hq_topics.optimized, 2, WAIT)
+        .await;
+    let copies: Vec<ProducedRecord> = whole
+        .iter()
+        .map(|r| {
+            let key = r
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            let value = r.value.clone().unwrap_or_default();
+            r.headers.iter().fold(
+                ProducedRecord::new(Some(0), key.as_deref(), value),
+                |rec, (k, v)| rec.header(k, &String::from_utf8_lossy(v)),
+            )
+        })
+        .collect();
+    cluster.produce_records(&late, &copies).await;
+
     let shown = wait_version(&depot, &first, 2).await;
     assert_eq!(
         shown,
@@ -154,26 +196,25 @@ async fn routes_planned_at_headquarters_appear_at_their_depot() {
     assert_eq!(route(&depot, &first).await.1["version"], 3);
 
     // A route of another depot is skipped.
-    let mut other = route(&hq, &second).await.1;
-    let other_id = uuid::Uuid::now_v7().to_string();
-    other["routeId"] = json!(other_id);
-    let record = ProducedRecord::json(Some(0), Some("truck-9"), &other)
+    let with_id = |id: &str| {
+        let mut r = whole[1]
+            .value
+            .as_deref()
+            .map_or(Value::Null, |v| serde_json::from_slice(v).unwrap());
+        r["routeId"] = json!(id);
+        r
+    };
+    let (other_id, marker_id) = (
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    );
+    let other = ProducedRecord::json(Some(0), Some("truck-9"), &with_id(&other_id))
         .header("ce_type", "route.optimized")
         .header("ce_depotid", "north");
-    let marker = ProducedRecord::json(Some(0), Some("truck-2"), &{
-        let mut m = route(&hq, &second).await.1;
-        m["routeId"] = json!(uuid::Uuid::now_v7().to_string());
-        m
-    })
-    .header("ce_type", "route.optimized")
-    .header("ce_depotid", "south");
-    let marker_id = serde_json::from_slice::<Value>(&marker.value).unwrap()["routeId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    cluster
-        .produce_records(&hq_topics.optimized, &[record, marker])
-        .await;
+    let marker = ProducedRecord::json(Some(0), Some("truck-2"), &with_id(&marker_id))
+        .header("ce_type", "route.optimized")
+        .header("ce_depotid", "south");
+    cluster.produce_records(&late, &[other, marker]).await;
     wait_version(&depot, &marker_id, 1).await;
     assert_eq!(
         route(&depot, &other_id).await.0,
