@@ -16,8 +16,8 @@
 //!   logged as a local event with the record's id, type and time.
 
 use base64::Engine as _;
-use chrono::{DateTime, FixedOffset, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -47,19 +47,6 @@ struct Forwarded<'a> {
     value: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     value_base64: Option<String>,
-}
-
-/// A GPS fix as a record value.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FixValue {
-    latitude: f64,
-    longitude: f64,
-    timestamp: DateTime<FixedOffset>,
-    #[serde(default)]
-    speed_kmh: Option<f64>,
-    #[serde(default)]
-    heading_deg: Option<f64>,
 }
 
 /// Decides the effect of each record of one consumer.
@@ -237,44 +224,14 @@ fn positions(record: &SourceRecord, vehicle: Option<String>) -> Effect {
     let Some(raw) = record.value.as_deref() else {
         return dead("no value".into());
     };
-    let fix: FixValue = match serde_json::from_slice(raw) {
+    let fix: Position = match serde_json::from_slice(raw) {
         Ok(f) => f,
         Err(e) => return dead(format!("not a GPS fix: {e}")),
     };
-    if let Err(reason) = plausible(&fix) {
-        return dead(reason);
+    if let Some((field, range)) = fix.out_of_range() {
+        return dead(format!("{field} {range}"));
     }
-    Effect::Fix {
-        vehicle_id,
-        fix: Position {
-            latitude: fix.latitude,
-            longitude: fix.longitude,
-            timestamp: fix.timestamp,
-            speed_kmh: fix.speed_kmh,
-            heading_deg: fix.heading_deg,
-        },
-    }
-}
-
-/// The range checks `POST …/positions` makes.
-fn plausible(f: &FixValue) -> Result<(), String> {
-    if !(-90.0..=90.0).contains(&f.latitude) {
-        return Err(format!("latitude {} is not within -90..90", f.latitude));
-    }
-    if !(-180.0..=180.0).contains(&f.longitude) {
-        return Err(format!("longitude {} is not within -180..180", f.longitude));
-    }
-    if let Some(s) = f.speed_kmh
-        && !(0.0..=1000.0).contains(&s)
-    {
-        return Err(format!("speedKmh {s} is not within 0..1000"));
-    }
-    if let Some(h) = f.heading_deg
-        && !(0.0..=360.0).contains(&h)
-    {
-        return Err(format!("headingDeg {h} is not within 0..360"));
-    }
-    Ok(())
+    Effect::Fix { vehicle_id, fix }
 }
 
 #[cfg(test)]
@@ -359,7 +316,7 @@ mod tests {
             (
                 Some("v1"),
                 br#"{"latitude":91,"longitude":7,"timestamp":"2026-12-03T10:00:00Z"}"#,
-                "latitude 91",
+                "latitude must be between -90 and 90",
             ),
         ];
         for (key, value, why) in cases {

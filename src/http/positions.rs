@@ -5,8 +5,6 @@
 //! every other request in the same group commit. The route record is not touched (see
 //! [`crate::store`]).
 
-use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
 use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -18,21 +16,6 @@ use crate::store::Position;
 
 /// Fixes accepted in one request.
 pub const MAX_BATCH: usize = 1000;
-/// Fastest believable speed, km/h.
-const MAX_SPEED_KMH: f64 = 1000.0;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Fix {
-    latitude: f64,
-    longitude: f64,
-    timestamp: DateTime<FixedOffset>,
-    #[serde(default)]
-    speed_kmh: Option<f64>,
-    #[serde(default)]
-    heading_deg: Option<f64>,
-}
-
 /// `POST /traffic/vehicles/{vehicleId}/positions`
 pub fn positions(api: Api) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("traffic" / "vehicles" / String / "positions")
@@ -61,7 +44,7 @@ async fn record(vehicle: String, body: Value, api: Api) -> Result<Response, Reje
 
 /// Decode and check one fix or a batch.
 fn fixes(body: Value) -> Result<Vec<Position>, ApiError> {
-    let (batch, prefix): (Vec<Fix>, &str) = match body {
+    let (batch, prefix): (Vec<Position>, &str) = match body {
         Value::Array(items) => {
             if items.is_empty() || items.len() > MAX_BATCH {
                 return Err(ApiError::bad_request(
@@ -81,14 +64,10 @@ fn fixes(body: Value) -> Result<Vec<Position>, ApiError> {
                 "single" => name.to_string(),
                 _ => format!("[{i}].{name}"),
             };
-            check(&f, at)?;
-            Ok(Position {
-                latitude: f.latitude,
-                longitude: f.longitude,
-                timestamp: f.timestamp,
-                speed_kmh: f.speed_kmh,
-                heading_deg: f.heading_deg,
-            })
+            match f.out_of_range() {
+                Some((name, what)) => Err(ApiError::bad_request(what.to_string(), Some(&at(name)))),
+                None => Ok(f),
+            }
         })
         .collect()
 }
@@ -108,26 +87,6 @@ fn in_window(
             };
             return Err(ApiError::Unprocessable { message, field });
         }
-    }
-    Ok(())
-}
-
-fn check(f: &Fix, at: impl Fn(&str) -> String) -> Result<(), ApiError> {
-    let bad =
-        |name: &str, what: &str| Err(ApiError::bad_request(what.to_string(), Some(&at(name))));
-    if !(-90.0..=90.0).contains(&f.latitude) {
-        return bad("latitude", "must be between -90 and 90");
-    }
-    if !(-180.0..=180.0).contains(&f.longitude) {
-        return bad("longitude", "must be between -180 and 180");
-    }
-    if f.speed_kmh
-        .is_some_and(|s| !(0.0..=MAX_SPEED_KMH).contains(&s))
-    {
-        return bad("speedKmh", "must be between 0 and 1000");
-    }
-    if f.heading_deg.is_some_and(|h| !(0.0..=360.0).contains(&h)) {
-        return bad("headingDeg", "must be between 0 and 360");
     }
     Ok(())
 }

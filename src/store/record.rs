@@ -101,7 +101,34 @@ pub struct Position {
     pub heading_deg: Option<f64>,
 }
 
+/// Fastest believable speed, km/h.
+pub const MAX_SPEED_KMH: f64 = 1000.0;
+
 impl Position {
+    /// The first field outside its believable range and what the range is (the checks
+    /// `POST …/positions` and the `positions` consumer both make); `None` when all are in it.
+    pub fn out_of_range(&self) -> Option<(&'static str, &'static str)> {
+        if !(-90.0..=90.0).contains(&self.latitude) {
+            return Some(("latitude", "must be between -90 and 90"));
+        }
+        if !(-180.0..=180.0).contains(&self.longitude) {
+            return Some(("longitude", "must be between -180 and 180"));
+        }
+        if self
+            .speed_kmh
+            .is_some_and(|s| !(0.0..=MAX_SPEED_KMH).contains(&s))
+        {
+            return Some(("speedKmh", "must be between 0 and 1000"));
+        }
+        if self
+            .heading_deg
+            .is_some_and(|h| !(0.0..=360.0).contains(&h))
+        {
+            return Some(("headingDeg", "must be between 0 and 360"));
+        }
+        None
+    }
+
     pub fn location(&self) -> Location {
         Location {
             latitude: self.latitude,
