@@ -18,7 +18,7 @@ use crate::optimize::{Location, Preferences, Problem, Stop};
 
 /// The request body: the optimizer's problem plus the vehicle it is for.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct OptimizeRequest {
     vehicle_id: String,
     stops: Vec<Stop>,

@@ -106,7 +106,7 @@ fn list_query(params: &[(String, String)]) -> Result<ListQuery, ApiError> {
 
 /// The body of a stop update.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StopUpdateBody {
     status: Target,
     #[serde(default)]

@@ -159,6 +159,62 @@ async fn client_mistakes_are_4xx_json_naming_the_field() {
     assert_eq!((status, body["field"].as_str()), (400, Some("cursor")));
 }
 
+/// A misspelt field is a 400 naming it, not a default taken in silence; the seed passes.
+#[tokio::test]
+async fn unknown_request_fields_are_400_naming_them() {
+    let r = rig(|_| {});
+    let (status, body) = call(&r.api, "POST", "/traffic/routes/optimize", Some(&seed())).await;
+    assert_eq!(status, 201, "the seed request has no unknown field: {body}");
+    let cases = [
+        (
+            "/stops/1",
+            "serviceMinute",
+            json!(5),
+            "stops[1].serviceMinute",
+        ),
+        (
+            "/preferences",
+            "optimiseFor",
+            json!("time"),
+            "preferences.optimiseFor",
+        ),
+        ("", "roundtrip", json!(true), "roundtrip"),
+    ];
+    for (at, name, value, field) in cases {
+        let mut bad = seed();
+        bad.pointer_mut(at).unwrap()[name] = value;
+        let (status, body) = call(&r.api, "POST", "/traffic/routes/optimize", Some(&bad)).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some(field)),
+            "{body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("unknown field"),
+            "{body}"
+        );
+    }
+    let route = body["routeId"].as_str().unwrap();
+    let patch = format!("/traffic/routes/{route}/stops/stop-1");
+    let typo = json!({"status": "arrived", "notes": "gate 4"});
+    let (status, body) = call(&r.api, "PATCH", &patch, Some(&typo)).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("notes")),
+        "{body}"
+    );
+    let fix = json!({"latitude": 1.0, "longitude": 2.0, "timestamp": "2026-01-01T00:00:00Z"});
+    let mut typo = fix.clone();
+    typo["speed_kmh"] = json!(30);
+    let positions = "/traffic/vehicles/v1/positions";
+    let (status, body) = call(&r.api, "POST", positions, Some(&json!([fix, typo]))).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("[1].speed_kmh")),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413() {
     let r = rig(|s| s.http.max_body_bytes = 1024);

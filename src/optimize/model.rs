@@ -37,6 +37,7 @@ pub struct Problem {
 /// A place to visit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct Stop {
     /// Caller's identifier, unique within the request.
     pub id: String,
@@ -58,6 +59,7 @@ pub struct Stop {
 /// A point on the globe.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct Location {
     /// Degrees, -90..=90.
     pub latitude: f64,
@@ -68,6 +70,7 @@ pub struct Location {
 /// The interval in which service at a stop should start (RFC 3339 instants).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct TimeWindow {
     /// Earliest service start.
     pub start: DateTime<FixedOffset>,
@@ -78,6 +81,7 @@ pub struct TimeWindow {
 /// What to optimise and how long to try.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct Preferences {
     /// Accepted but not honoured without a road network; the result says so in `warnings`.
     #[serde(default)]

@@ -56,13 +56,13 @@ fn invalid_field(result: Result<Solution>) -> String {
 }
 
 #[test]
-fn request_json_deserializes_camel_case_and_ignores_unknown_fields() {
+fn request_json_deserializes_camel_case_and_refuses_unknown_stop_fields() {
     let body = serde_json::json!({
         "vehicleId": "van-7",
         "stops": [
             {"id": "a", "latitude": 48.1, "longitude": 11.5, "address": "Marienplatz",
              "serviceMinutes": 5, "timeWindow": {"start": "2026-03-02T09:00:00+01:00",
-             "end": "2026-03-02T10:00:00+01:00"}, "priority": "high"},
+             "end": "2026-03-02T10:00:00+01:00"}},
             {"id": "b", "latitude": 48.2, "longitude": 11.6}
         ],
         "start": {"latitude": 48.0, "longitude": 11.4},
@@ -70,8 +70,14 @@ fn request_json_deserializes_camel_case_and_ignores_unknown_fields() {
         "departureTime": "2026-03-02T08:00:00+01:00",
         "preferences": {"avoidTolls": true, "optimizeFor": "distance", "maxComputeMillis": 500}
     });
-    let p: Problem = serde_json::from_value(body).unwrap();
+    let p: Problem = serde_json::from_value(body.clone()).unwrap();
     assert_eq!(p.stops[0].service_minutes, Some(5.0));
+    let mut typo = body;
+    typo["stops"][0]["priority"] = "high".into();
+    assert!(
+        serde_json::from_value::<Problem>(typo).is_err(),
+        "a misspelt field is an error"
+    );
     assert!(p.round_trip);
     assert_eq!(p.preferences.optimize_for, OptimizeFor::Distance);
     assert_eq!(p.preferences.max_compute_millis, Some(500));
