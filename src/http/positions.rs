@@ -14,15 +14,6 @@ use super::error::ApiError;
 use super::{Api, TimeWindow, body, guard, with};
 use crate::store::Position;
 
-/// The members of a fix.
-const FIX_FIELDS: [&str; 5] = [
-    "latitude",
-    "longitude",
-    "timestamp",
-    "speedKmh",
-    "headingDeg",
-];
-
 /// Fixes accepted in one request.
 pub const MAX_BATCH: usize = 1000;
 /// `POST /traffic/vehicles/{vehicleId}/positions`
@@ -53,26 +44,6 @@ async fn record(vehicle: String, body: Value, api: Api) -> Result<Response, Reje
 
 /// Decode and check one fix or a batch.
 fn fixes(body: Value) -> Result<Vec<Position>, ApiError> {
-    // A misspelt optional field (`speedKmhh`) must not pass as "not given".
-    let objects: Vec<&Value> = match &body {
-        Value::Array(items) => items.iter().collect(),
-        one => vec![one],
-    };
-    for (i, fix) in objects.into_iter().enumerate() {
-        let Some(fields) = fix.as_object() else {
-            continue;
-        };
-        if let Some(unknown) = fields.keys().find(|k| !FIX_FIELDS.contains(&k.as_str())) {
-            let field = match body.is_array() {
-                true => format!("[{i}].{unknown}"),
-                false => unknown.clone(),
-            };
-            return Err(ApiError::bad_request(
-                format!("unknown field `{unknown}`, expected one of {FIX_FIELDS:?}"),
-                Some(&field),
-            ));
-        }
-    }
     let (batch, prefix): (Vec<Position>, &str) = match body {
         Value::Array(items) => {
             if items.is_empty() || items.len() > MAX_BATCH {
